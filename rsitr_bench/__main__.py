@@ -1,0 +1,3 @@
+from rsitr_bench.cli import main
+
+raise SystemExit(main())

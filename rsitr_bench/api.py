@@ -1,0 +1,119 @@
+"""What plugins implement and what the harness hands them.
+
+Plugins return *specs* from the registration hooks (see :mod:`rsitr_bench.hookspecs`). A spec names the
+plugin, gives a factory and, optionally, a dataclass of declared options with their defaults. The harness
+validates user configuration against that dataclass, so every plugin gets typed, checked options and
+unknown keys are reported with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rsitr_bench.data.model import Split
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """Common fields of every registration.
+
+    Attributes:
+        name: the name users type (``--method NAME``); unique within its kind.
+        factory: builds the plugin object; its signature depends on the kind (see the subclasses).
+        options: a dataclass type whose fields are the plugin's options and defaults, or None.
+        description: one line for ``rsitr-bench list``.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    options: type | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec(PluginSpec):
+    """A dataset. ``factory(root: Path | None, options) -> Dataset``."""
+
+
+@dataclass(frozen=True)
+class MethodSpec(PluginSpec):
+    """A retrieval method. ``factory(options) -> Method``.
+
+    Attributes:
+        trainable: whether ``fit`` trains anything (zero-shot methods set False).
+        search_space: Optuna search space for sweeps, ``{option: spec}``; declared by the method.
+    """
+
+    trainable: bool = False
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeywordProviderSpec(PluginSpec):
+    """A keyword provider. ``factory(options) -> KeywordProvider``."""
+
+
+@dataclass(frozen=True)
+class PerspectiveGeneratorSpec(PluginSpec):
+    """A perspective generator. ``factory(options) -> PerspectiveGenerator``."""
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A dataset found under a data root: it knows its splits and reads them on demand."""
+
+    def available_splits(self) -> list[str]:
+        """Split names whose annotation files are present."""
+
+    def load_split(self, name: str) -> Split:
+        """Read one split; raise :class:`rsitr_bench.errors.DataError` naming the missing file if absent."""
+
+
+@dataclass
+class RunContext:
+    """What the harness gives a method for one seed of one run.
+
+    Attributes:
+        run_dir: this seed's working directory (checkpoints go here; it survives an interruption).
+        cache_dir: the shared content-addressed cache (features, keywords, perspectives).
+        seed: the seed of this repetition.
+        device: ``cpu``, ``cuda``, ``cuda:1`` or ``mps``.
+        normalization: the declared caption normalisation; methods must apply it to text.
+        log: the run's logger; messages land in the run's ``run.log``.
+        progress: whether to draw progress bars.
+        evaluate: ``evaluate(split) -> metrics`` scores a *validation* split with the method's current
+            state; trainable methods call it for model selection.
+    """
+
+    run_dir: Path
+    cache_dir: Path
+    seed: int
+    device: str
+    normalization: str
+    log: logging.Logger
+    progress: bool = True
+    evaluate: Callable[[Split], Mapping[str, float]] | None = None
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A retrieval method.
+
+    The harness calls ``fit`` once with the training and validation splits, then ``score`` exactly once on
+    the sealed test split. A method never sees the test split during ``fit``.
+    """
+
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:
+        """Train (or do nothing, for zero-shot methods). Select models on ``val`` only."""
+
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
+        """Return the ``[n_images, n_captions]`` similarity matrix (higher is more similar)."""
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"total": ..., "trainable": ...}`` for the efficiency columns of reports."""

@@ -1,0 +1,13 @@
+"""Built-in method plugins (the ``methods`` entry point of rsitr-bench's own distribution)."""
+
+from __future__ import annotations
+
+from rsitr_bench.api import MethodSpec
+from rsitr_bench.hookspecs import hookimpl
+
+
+@hookimpl
+def rsitr_register_methods() -> list[MethodSpec]:
+    from rsitr_bench.methods.global_clip import SPEC as global_clip
+
+    return [global_clip]
