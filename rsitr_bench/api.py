@@ -71,6 +71,13 @@ class Dataset(Protocol):
     def available_splits(self) -> list[str]:
         """Split names whose annotation files are present."""
 
+    def default_splits(self) -> dict[str, str]:
+        """The split used for each role: ``{"train": ..., "val": ..., "test": ...}``.
+
+        Each dataset declares the convention the field uses for it (e.g. RSITR papers train on the
+        official train+val); the run configuration can override every role.
+        """
+
     def load_split(self, name: str) -> Split:
         """Read one split; raise :class:`rsitr_bench.errors.DataError` naming the missing file if absent."""
 
