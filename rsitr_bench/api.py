@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from rsitr_bench.data.model import Split
+from rsitr_bench.data.text import normalize_text
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,16 @@ class DatasetSpec(PluginSpec):
 
 @dataclass(frozen=True)
 class MethodSpec(PluginSpec):
-    """A retrieval method. ``factory(options) -> Method``.
+    """A retrieval method. ``factory(options) -> Method``, or ``factory(options, train_options)`` when
+    ``train_options`` is declared.
 
     Attributes:
-        trainable: whether ``fit`` trains anything (zero-shot methods set False).
+        train_options: a dataclass of training options (the ``train`` config section); None for zero-shot
+            methods, whose ``fit`` trains nothing.
         search_space: Optuna search space for sweeps, ``{option: spec}``; declared by the method.
     """
 
-    trainable: bool = False
+    train_options: type | None = None
     search_space: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -91,7 +94,8 @@ class RunContext:
         cache_dir: the shared content-addressed cache (features, keywords, perspectives).
         seed: the seed of this repetition.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``mps``.
-        normalization: the declared caption normalisation; methods must apply it to text.
+        normalization: the declared caption normalisation.
+        prompt_prefix: the declared prompt prefix (e.g. ``"a satellite image. "``).
         log: the run's logger; messages land in the run's ``run.log``.
         progress: whether to draw progress bars.
         evaluate: ``evaluate(split) -> metrics`` scores a *validation* split with the method's current
@@ -104,8 +108,13 @@ class RunContext:
     device: str
     normalization: str
     log: logging.Logger
+    prompt_prefix: str = ""
     progress: bool = True
     evaluate: Callable[[Split], Mapping[str, float]] | None = None
+
+    def texts(self, split: Split) -> list[str]:
+        """The split's captions as the run declares them: normalised, then prefixed. Methods encode these."""
+        return [self.prompt_prefix + normalize_text(c, self.normalization) for c in split.captions]
 
 
 @runtime_checkable
@@ -116,8 +125,12 @@ class Method(Protocol):
     the sealed test split. A method never sees the test split during ``fit``.
     """
 
-    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:
-        """Train (or do nothing, for zero-shot methods). Select models on ``val`` only."""
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> Mapping[str, Any] | None:
+        """Train (or do nothing, for zero-shot methods). Select models on ``val`` only.
+
+        Return an optional summary that is stamped into the result, e.g. ``{"selection": "val",
+        "best_epoch": 3}``. A method that selected on anything but validation must say so in ``selection``.
+        """
 
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
         """Return the ``[n_images, n_captions]`` similarity matrix (higher is more similar)."""

@@ -1,0 +1,277 @@
+"""The typed run configuration.
+
+A run is configured in layers: built-in defaults, then a YAML file (``--config``), then CLI flags, then dotted
+overrides (``--set train.lr=4e-5``). The fixed sections (``run``, ``data``, ``eval``) are declared here; the
+``method``, ``dataset`` and ``train`` sections are declared by the chosen plugins through their options
+dataclasses. Every key is checked: an unknown key names itself and lists the valid ones, and a value of the
+wrong type names the key and the expected type. The resolved configuration is saved with every run, and
+``--resume`` rebuilds a run from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from rsitr_bench.errors import ConfigError
+
+
+@dataclass
+class RunSection:
+    """How to run: seeds, device, progress bars."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class DataSection:
+    """Which data, and how captions are normalised (a declared part of every result)."""
+
+    root: str | None = None
+    normalization: Literal["none", "lower", "pre_caption"] = "none"
+    prompt_prefix: str = ""
+    train_split: str | None = None
+    val_split: str | None = None
+    test_split: str | None = None
+
+
+@dataclass
+class EvalSection:
+    """How retrieval is scored. Every field is stamped into the result."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    protocol: Literal["instance", "string-dedup", "fixed-5"] = "instance"
+    ties: Literal["optimistic", "pessimistic", "expected"] = "optimistic"
+    bootstrap: int = 1000
+
+
+FIXED_SECTIONS: dict[str, type] = {"run": RunSection, "data": DataSection, "eval": EvalSection}
+
+
+@dataclass
+class RunConfig:
+    """A fully resolved run configuration."""
+
+    method: str
+    dataset: str
+    method_options: Any
+    dataset_options: Any
+    train: Any | None
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": {"name": self.method, **_asdict(self.method_options)},
+            "dataset": {"name": self.dataset, **_asdict(self.dataset_options)},
+        }
+        if self.train is not None:
+            out["train"] = _asdict(self.train)
+        for name in FIXED_SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj) if obj is not None else {}
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a nested mapping, with errors that name the file and the line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}. Check the path given to "
+                          f"--config.") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"Config file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}. "
+                          f"Fix the syntax there.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections (run, data, eval, method, "
+                          f"dataset, train), not a {type(data).__name__}.")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], value), reading the value as YAML (``4``, ``true``, ``[0, 1]``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override {text!r} is not of the form section.key=value (e.g. train.lr=4e-5).")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"Cannot set {'.'.join(path)}: {part!r} is a value, not a section.")
+        node = child
+    node[path[-1]] = value
+
+
+def build_section(cls: type, values: dict[str, Any] | None, section: str) -> Any:
+    """Instantiate the dataclass ``cls`` from ``values``, checking every key and coercing every value."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise ConfigError(f"Unknown key {section}.{unknown[0]}. Valid keys of section {section!r}: "
+                          f"{', '.join(names) or '(none)'}.")
+    kwargs = {k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid section {section!r}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as exc:
+            raise ConfigError(f"Invalid {section} configuration: {exc}") from None
+    return obj
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint, converting where the intent is unambiguous ("4e-5" -> 4e-05)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}={value!r} matches none of {hint}.")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, args))}.")
+    if origin in (list, tuple) or hint in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or hint) is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping, got {value!r}.")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects true or false, got {value!r}.")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects an integer, got {value!r}.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} expects a number, got {value!r}.")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects a string, got {value!r}.")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, dict):
+            return build_section(hint, value, key)
+        raise ConfigError(f"{key} expects a mapping of {hint.__name__} options, got {value!r}.")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{key} expects {hint.__name__}, got {value!r}.")
+    return value
+
+
+def split_named_section(tree: dict[str, Any], section: str) -> tuple[str | None, dict[str, Any]]:
+    """Split ``{"name": x, **options}`` into (x, options); a bare string is just the name."""
+    raw = tree.get(section)
+    if raw is None:
+        return None, {}
+    if isinstance(raw, str):
+        return raw, {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Section {section!r} must be a mapping with a 'name' key, got {raw!r}.")
+    options = dict(raw)
+    name = options.pop("name", None)
+    return name, options
+
+
+KNOWN_SECTIONS = ("method", "dataset", "train", *FIXED_SECTIONS)
+
+
+def check_sections(tree: dict[str, Any]) -> None:
+    unknown = [k for k in tree if k not in KNOWN_SECTIONS]
+    if unknown:
+        raise ConfigError(f"Unknown section {unknown[0]!r}. Valid sections: {', '.join(KNOWN_SECTIONS)}.")
+
+
+@dataclass
+class NoOptions:
+    """Options of a plugin that declares none."""
+
+
+DEFAULT_DATASET = "synthetic-rs"
+
+
+def resolve_config(tree: dict[str, Any], host: Any) -> RunConfig:
+    """Turn a merged configuration mapping into a typed :class:`RunConfig`, using the plugins' declarations."""
+    check_sections(tree)
+    method, method_values = split_named_section(tree, "method")
+    if not method:
+        raise ConfigError(f"No method given. Pass --method NAME; known methods: {', '.join(host.names('methods'))}.")
+    dataset, dataset_values = split_named_section(tree, "dataset")
+    dataset = dataset or DEFAULT_DATASET
+    method_spec = host.get("methods", method).spec
+    dataset_spec = host.get("datasets", dataset).spec
+    train_cls = getattr(method_spec, "train_options", None)
+    if tree.get("train") and train_cls is None:
+        raise ConfigError(f"Method {method!r} is not trainable, so it takes no train.* options "
+                          f"(got {', '.join(sorted(tree['train']))}).")
+    return RunConfig(
+        method=method,
+        dataset=dataset,
+        method_options=build_section(method_spec.options or NoOptions, method_values, "method"),
+        dataset_options=build_section(dataset_spec.options or NoOptions, dataset_values, "dataset"),
+        train=build_section(train_cls, tree.get("train"), "train") if train_cls else None,
+        **{name: build_section(cls, tree.get(name), name) for name, cls in FIXED_SECTIONS.items()},
+    )

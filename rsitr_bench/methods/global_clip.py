@@ -1,0 +1,79 @@
+"""``global-clip``: zero-shot CLIP retrieval with one global embedding per image and per caption.
+
+The baseline every RSITR paper reports first. It trains nothing; its scores are cosine similarities of
+L2-normalised open_clip embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rsitr_bench.api import MethodSpec, RunContext
+from rsitr_bench.backbones import Backbone, build_backbone
+from rsitr_bench.data.model import Split
+from rsitr_bench.features import FeatureCache, encode_images, encode_texts
+
+
+@dataclass
+class GlobalClipOptions:
+    """Which backbone to use.
+
+    Attributes:
+        model: an open_clip model name (``ViT-B-32``, ``RN50``, ...) or rsitr-bench's ``rsitr-tiny``.
+        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches.
+        checkpoint: a local weights file; takes precedence over ``pretrained``.
+        init_seed: seed of the random initialisation when neither weights source is given.
+        batch_size: encoding batch size.
+    """
+
+    model: str = "rsitr-tiny"
+    pretrained: str | None = None
+    checkpoint: str | None = None
+    init_seed: int = 0
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+class GlobalClip:
+    """Zero-shot CLIP: ``fit`` does nothing, ``score`` is image-caption cosine similarity."""
+
+    def __init__(self, options: GlobalClipOptions):
+        self.options = options
+        self._backbone: Backbone | None = None
+
+    def backbone(self, device: str) -> Backbone:
+        if self._backbone is None:
+            o = self.options
+            self._backbone = build_backbone(o.model, o.pretrained, o.checkpoint, o.init_seed, device)
+        return self._backbone
+
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:
+        ctx.log.info("global-clip is zero-shot: nothing to fit")
+
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
+        backbone = self.backbone(ctx.device)
+        cache = FeatureCache(ctx.cache_dir)
+        bs = self.options.batch_size
+        images = encode_images(backbone, split, cache, ctx.log, bs, ctx.progress)
+        texts = encode_texts(backbone, ctx.texts(split), cache, ctx.log, bs, ctx.progress,
+                             label=f"captions of {split.dataset}/{split.name}")
+        return images @ texts.T
+
+    def parameter_counts(self) -> dict[str, int]:
+        if self._backbone is None:
+            return {}
+        total = sum(p.numel() for p in self._backbone.model.parameters())
+        return {"total": total, "trainable": 0}
+
+
+SPEC = MethodSpec(
+    name="global-clip",
+    factory=GlobalClip,
+    options=GlobalClipOptions,
+    description="Zero-shot CLIP retrieval with global image and caption embeddings (open_clip backbone).",
+)

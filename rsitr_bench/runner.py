@@ -1,0 +1,238 @@
+"""Executes one run: dataset -> method.fit(train, val) -> method.score(test, once) -> metrics -> registry.
+
+The runner owns the science rules that no plugin may bend: the test split is loaded separately, is never
+handed to ``fit``, and is scored exactly once per seed; ``evaluate`` callbacks refuse it; every result
+carries its protocol, tie policy, normalisation, fingerprints, seeds, parameter counts and audit stamps.
+Each seed's result is written atomically as soon as it exists, so an interrupted run resumes from the first
+unfinished seed (and a trainable method from its last checkpoint in the seed directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rsitr_bench import metrics as M
+from rsitr_bench.api import RunContext
+from rsitr_bench.atomic import write_atomic, write_json_atomic, write_text_atomic
+from rsitr_bench.config import RunConfig, resolve_config
+from rsitr_bench.data.model import Split
+from rsitr_bench.environment import capture_environment, resolve_device
+from rsitr_bench.errors import DataError, UserError
+from rsitr_bench.paths import cache_dir
+from rsitr_bench.plugins import PluginHost
+from rsitr_bench.registry import Registry
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+class SealedSplitError(RuntimeError):
+    """A method tried to evaluate on the sealed test split during fit."""
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _run_logger(run_dir: Path, run_id: str) -> logging.Logger:
+    log = logging.getLogger(f"rsitr_bench.run.{run_id}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("[rsitr-bench] %(message)s"))
+    log.addHandler(file_handler)
+    log.addHandler(console)
+    return log
+
+
+def _close_logger(log: logging.Logger) -> None:
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+
+
+def load_splits(config: RunConfig, host: PluginHost, trainable: bool) -> dict[str, Split]:
+    """Load the test split, and train/val only for trainable methods (so test files alone suffice)."""
+    spec = host.get("datasets", config.dataset).spec
+    root = Path(config.data.root).expanduser() if config.data.root else None
+    dataset = spec.factory(root, config.dataset_options)
+    defaults = dataset.default_splits()
+    roles = ("train", "val", "test") if trainable else ("test",)
+    names = {role: getattr(config.data, f"{role}_split") or defaults.get(role) for role in roles}
+    if names.get("test") in (names.get("train"), names.get("val")):
+        raise UserError(f"The test split {names['test']!r} is also used for training or validation; "
+                        f"the test split is sealed. Choose other data.train_split / data.val_split.")
+    splits = {}
+    for role, name in names.items():
+        if not name:
+            raise DataError(f"Dataset {config.dataset!r} declares no {role} split; set data.{role}_split.")
+        splits[role] = dataset.load_split(name)
+    return splits
+
+
+def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None) -> RunOutcome:
+    """Run (or resume) a configured run and record it in the registry."""
+    method_reg = host.get("methods", config.method)
+    trainable = getattr(method_reg.spec, "train_options", None) is not None
+    started = time.time()
+    splits = load_splits(config, host, trainable)
+    test = splits["test"]
+    norm = config.data.normalization
+    fingerprints = {role: split.fingerprint(norm) | {"split": split.name} for role, split in splits.items()}
+
+    if resume_id:
+        run_id = registry.get(resume_id).id
+        registry.mark_running(run_id)
+        run_dir = registry.run_dir(run_id)
+    else:
+        run_id = registry.new_run_id(config.method, config.dataset)
+        run_dir = registry.create(run_id, config.method, config.dataset, test.name,
+                                  fingerprints["test"]["sha256"], config.run.seeds)
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    device = resolve_device(config.run.device)
+    plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins]
+    write_json_atomic(run_dir / "environment.json", capture_environment(device, plugins))
+    log = _run_logger(run_dir, run_id)
+    try:
+        log.info("%s run %s: method %s on %s/%s (%d images, %d captions), seeds %s, device %s",
+                 "Resuming" if resume_id else "Starting", run_id, config.method, config.dataset, test.name,
+                 test.n_images, test.n_captions, config.run.seeds, device)
+        per_seed = {}
+        for seed in config.run.seeds:
+            per_seed[seed] = _run_seed(config, method_reg.spec, splits, seed, run_dir, device, log)
+        result = _aggregate(config, run_id, per_seed, fingerprints, time.time() - started)
+        write_json_atomic(run_dir / "metrics.json", result)
+        registry.finish(run_id, result)
+        log.info("Run %s finished: mR %.2f", run_id, result["summary"]["mR"]["mean"])
+        for error in host.notify_run_finished({"id": run_id, "dir": str(run_dir), "method": config.method,
+                                               "dataset": config.dataset, "status": "finished",
+                                               "metrics": result}):
+            log.warning("run-finished hook failed: %s", error)
+        return RunOutcome(run_id, run_dir, result)
+    except KeyboardInterrupt:
+        log.warning("Run %s interrupted; continue it with `rsitr-bench run --resume %s`", run_id, run_id)
+        registry.finish(run_id, {}, status="interrupted")
+        raise
+    except BaseException as exc:
+        log.error("Run %s failed: %s: %s", run_id, type(exc).__name__, exc)
+        registry.finish(run_id, {}, status="failed")
+        raise
+    finally:
+        _close_logger(log)
+
+
+def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int, run_dir: Path, device: str,
+              log: logging.Logger) -> dict[str, Any]:
+    seed_dir = run_dir / "seeds" / str(seed)
+    done = seed_dir / "metrics.json"
+    if done.is_file():
+        log.info("Seed %d already finished; reusing its result", seed)
+        return json.loads(done.read_text())
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    _seed_everything(seed)
+    test = splits["test"]
+    method = spec.factory(config.method_options) if config.train is None else \
+        spec.factory(config.method_options, config.train)
+    ctx = RunContext(run_dir=seed_dir, cache_dir=cache_dir(), seed=seed, device=device,
+                     normalization=config.data.normalization, prompt_prefix=config.data.prompt_prefix,
+                     log=log, progress=config.run.progress)
+    select_on = getattr(config.train, "select_on", "val") if config.train is not None else None
+
+    def evaluate(split: Split) -> Mapping[str, float]:
+        if split is test and select_on != "test":
+            raise SealedSplitError("the test split is sealed: model selection may only use validation data")
+        return _metrics(config, split, method.score(split, ctx), ctx).metrics
+
+    ctx.evaluate = evaluate
+    fit_summary = dict(method.fit(splits.get("train"), splits.get("val"), ctx) or {})
+    similarity = method.score(test, ctx)
+    result = _metrics(config, test, similarity, ctx)
+    ci = M.bootstrap_ci(result, n_boot=config.eval.bootstrap, seed=seed) if config.eval.bootstrap else {}
+    record = {
+        "seed": seed,
+        "metrics": result.metrics,
+        "ci95": ci,
+        "tied_queries": result.tied_queries,
+        "fit": fit_summary,
+        "parameters": method.parameter_counts(),
+    }
+    arrays = {"i2t_ranks": result.i2t_ranks, "t2i_ranks": result.t2i_ranks}
+    write_atomic(seed_dir / "ranks.npz", lambda fh: np.savez_compressed(fh, **arrays))
+    write_json_atomic(done, record)
+    log.info("Seed %d: mR %.2f", seed, result.metrics["mR"])
+    return record
+
+
+def _metrics(config: RunConfig, split: Split, similarity: np.ndarray, ctx: RunContext) -> Any:
+    return M.retrieval_metrics(similarity, split.caption_image, ks=tuple(config.eval.ks),
+                               protocol=config.eval.protocol, ties=config.eval.ties, captions=ctx.texts(split))
+
+
+def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any]],
+               fingerprints: dict[str, dict], wall_time: float) -> dict[str, Any]:
+    first = per_seed[config.run.seeds[0]]
+    selections = {str(r["fit"].get("selection", "none (zero-shot)")) for r in per_seed.values()}
+    selection = selections.pop() if len(selections) == 1 else "mixed: " + ", ".join(sorted(selections))
+    reasons = [f"model selection on {selection}"] if "non-compliant" in selection else []
+    audit = first["fit"].get("leakage_audit", {
+        "status": "pass", "detail": "no keyword or perspective plugin saw any val or test caption"})
+    if audit.get("status") != "pass":
+        reasons.append(f"leakage audit: {audit.get('status')}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "method": config.method,
+        "dataset": config.dataset,
+        "split": fingerprints["test"]["split"],
+        "unit": "percent",
+        "protocol": config.eval.protocol,
+        "ties": config.eval.ties,
+        "ks": list(config.eval.ks),
+        "text_normalization": config.data.normalization,
+        "prompt_prefix": config.data.prompt_prefix,
+        "seeds": list(config.run.seeds),
+        "summary": M.aggregate_seeds([per_seed[s]["metrics"] for s in config.run.seeds]),
+        "per_seed": {str(s): per_seed[s] for s in config.run.seeds},
+        "fingerprints": fingerprints,
+        "parameters": first["parameters"],
+        "selection": selection,
+        "leakage_audit": audit,
+        "compliance": {"compliant": not reasons, "reasons": reasons},
+        "wall_time_s": round(wall_time, 3),
+    }
+
+
+def load_run_config(registry: Registry, run_id: str, host: PluginHost) -> RunConfig:
+    """Rebuild the configuration of a recorded run (for ``--resume``)."""
+    path = registry.run_dir(registry.get(run_id).id) / "config.yaml"
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"Cannot read the saved configuration {path}: {exc}. The run cannot be resumed; "
+                        f"remove it with `rsitr-bench runs rm {run_id}` and start again.") from None
+    return resolve_config(tree, host)
