@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mr_std REAL,
     compliant INTEGER,
     pid INTEGER,
-    metrics TEXT
+    metrics TEXT,
+    tags TEXT
 )
 """
 
@@ -71,6 +72,11 @@ class RunRow:
     compliant: int | None
     pid: int | None
     metrics: str | None
+    tags: str | None
+
+    @property
+    def tag_dict(self) -> dict[str, Any]:
+        return json.loads(self.tags) if self.tags else {}
 
     @property
     def effective_status(self) -> str:
@@ -124,17 +130,22 @@ class Registry:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{method}-{dataset}-{os.urandom(3).hex()}"
 
-    def create(self, run_id: str, method: str, dataset: str, split: str, fingerprint: str, seeds: list[int]) -> Path:
-        """Create a run directory and its index row (status ``running``)."""
+    def create(self, run_id: str, method: str, dataset: str, split: str, fingerprint: str, seeds: list[int],
+               tags: dict[str, Any] | None = None) -> Path:
+        """Create a run directory and its index row (status ``running``).
+
+        ``tags`` link a run to its context, e.g. ``{"study": NAME, "trial": 3}`` for sweep trials.
+        """
         path = self.run_dir(run_id)
         path.mkdir(parents=True, exist_ok=False)
         now = time.time()
         write_json_atomic(path / "status.json", {"status": "running", "created": now, "pid": os.getpid()})
         with self._connect() as db:
             db.execute(
-                "INSERT INTO runs (id, created, updated, status, method, dataset, split, fingerprint, seeds, pid)"
-                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                (run_id, now, now, method, dataset, split, fingerprint, ",".join(map(str, seeds)), os.getpid()))
+                "INSERT INTO runs (id, created, updated, status, method, dataset, split, fingerprint, seeds, pid, tags)"
+                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, now, now, method, dataset, split, fingerprint, ",".join(map(str, seeds)), os.getpid(),
+                 json.dumps(tags or {})))
         return path
 
     def mark_running(self, run_id: str) -> None:

@@ -14,7 +14,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,18 @@ def load_splits(config: RunConfig, host: PluginHost, trainable: bool) -> dict[st
     return splits
 
 
-def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None) -> RunOutcome:
-    """Run (or resume) a configured run and record it in the registry."""
+ValidationCallback = Callable[[int, Mapping[str, float]], None]
+
+
+def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None,
+            tags: dict[str, Any] | None = None, on_validation: ValidationCallback | None = None) -> RunOutcome:
+    """Run (or resume) a configured run and record it in the registry.
+
+    Arguments:
+        tags: stored with the run's index row (sweeps link trials to their study this way).
+        on_validation: called as ``on_validation(index, metrics)`` after every validation evaluation a
+            method requests (sweeps report these to Optuna, whose pruner may raise to stop the trial).
+    """
     method_reg = host.get("methods", config.method)
     trainable = getattr(method_reg.spec, "train_options", None) is not None
     started = time.time()
@@ -112,7 +122,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
     else:
         run_id = registry.new_run_id(config.method, config.dataset)
         run_dir = registry.create(run_id, config.method, config.dataset, test.name,
-                                  fingerprints["test"]["sha256"], config.run.seeds)
+                                  fingerprints["test"]["sha256"], config.run.seeds, tags)
         write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     device = resolve_device(config.run.device)
     plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins]
@@ -124,7 +134,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
                  test.n_images, test.n_captions, config.run.seeds, device)
         per_seed = {}
         for seed in config.run.seeds:
-            per_seed[seed] = _run_seed(config, method_reg.spec, splits, seed, run_dir, device, log)
+            per_seed[seed] = _run_seed(config, method_reg.spec, splits, seed, run_dir, device, log, on_validation)
         result = _aggregate(config, run_id, per_seed, fingerprints, time.time() - started)
         write_json_atomic(run_dir / "metrics.json", result)
         registry.finish(run_id, result)
@@ -147,7 +157,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
 
 
 def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int, run_dir: Path, device: str,
-              log: logging.Logger) -> dict[str, Any]:
+              log: logging.Logger, on_validation: ValidationCallback | None) -> dict[str, Any]:
     seed_dir = run_dir / "seeds" / str(seed)
     done = seed_dir / "metrics.json"
     if done.is_file():
@@ -163,13 +173,23 @@ def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int,
                      log=log, progress=config.run.progress)
     select_on = getattr(config.train, "select_on", "val") if config.train is not None else None
 
+    calls = 0
+
     def evaluate(split: Split) -> Mapping[str, float]:
+        nonlocal calls
         if split is test and select_on != "test":
             raise SealedSplitError("the test split is sealed: model selection may only use validation data")
-        return _metrics(config, split, method.score(split, ctx), ctx).metrics
+        result = _metrics(config, split, method.score(split, ctx), ctx).metrics
+        if on_validation is not None:
+            on_validation(calls, result)
+        calls += 1
+        return result
 
     ctx.evaluate = evaluate
-    fit_summary = dict(method.fit(splits.get("train"), splits.get("val"), ctx) or {})
+    # Legacy reproduction only: selecting on test hands the test split to fit as "validation" and the
+    # result is stamped non-compliant by the method's fit summary.
+    val = test if select_on == "test" else splits.get("val")
+    fit_summary = dict(method.fit(splits.get("train"), val, ctx) or {})
     similarity = method.score(test, ctx)
     result = _metrics(config, test, similarity, ctx)
     ci = M.bootstrap_ci(result, n_boot=config.eval.bootstrap, seed=seed) if config.eval.bootstrap else {}
