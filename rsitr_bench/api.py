@@ -100,6 +100,8 @@ class RunContext:
         progress: whether to draw progress bars.
         evaluate: ``evaluate(split) -> metrics`` scores a *validation* split with the method's current
             state; trainable methods call it for model selection.
+        guidance: the run's :class:`rsitr_bench.guidance_service.GuidanceService`: keywords and perspectives
+            for a split, computed behind the leakage guard.
     """
 
     run_dir: Path
@@ -111,6 +113,7 @@ class RunContext:
     prompt_prefix: str = ""
     progress: bool = True
     evaluate: Callable[[Split], Mapping[str, float]] | None = None
+    guidance: Any = None
 
     def texts(self, split: Split) -> list[str]:
         """The split's captions as the run declares them: normalised, then prefixed. Methods encode these."""

@@ -163,5 +163,5 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{more}")
         raise CheckpointError(
             f"Checkpoint {source} does not match the model: " + "; ".join(parts) + ". It was probably saved "
-            f"for another architecture or variant; pick the matching method.model / variant options.")
+            "for another architecture or variant; pick the matching method.model / variant options.")
     model.load_state_dict(state, strict=True)

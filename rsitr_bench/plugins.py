@@ -127,7 +127,8 @@ def build_plugin_host(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple
     autoload = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("1", "true", "yes")
 
     candidates: list[tuple[str, str, str, Any]] = []
-    for ep in _entry_points():
+    # rsitr-bench's own plugins register first, so a third-party plugin can never shadow a built-in name.
+    for ep in sorted(_entry_points(), key=lambda ep: not _is_own(_distribution_of(ep)[0])):
         dist, version = _distribution_of(ep)
         if not autoload and not _is_own(dist):
             continue
@@ -150,8 +151,8 @@ def build_plugin_host(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple
     info_by_name = {p.name: p for p in host.plugins}
     for kind, (hook_name, _) in KINDS.items():
         table: dict[str, Registered] = {}
-        # pluggy calls the last registered first; reverse so the first registered wins a name clash.
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        # get_hookimpls() lists plugins in registration order (built-ins first), so the first one wins a clash.
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
             info = info_by_name[impl.plugin_name]
             try:
                 specs = list(impl.function() or [])

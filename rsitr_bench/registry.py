@@ -157,7 +157,8 @@ class Registry:
         status.update(status="running", pid=os.getpid(), resumed=time.time())
         write_json_atomic(self.run_dir(run_id) / "status.json", status)
         with self._connect() as db:
-            db.execute("UPDATE runs SET status='running', pid=?, updated=? WHERE id=?", (os.getpid(), time.time(), run_id))
+            db.execute("UPDATE runs SET status='running', pid=?, updated=? WHERE id=?",
+                       (os.getpid(), time.time(), run_id))
 
     def finish(self, run_id: str, metrics: dict[str, Any], status: str = "finished") -> None:
         """Record the final state: metrics.json is already written; update status.json, then the index."""

@@ -76,17 +76,26 @@ def _close_logger(log: logging.Logger) -> None:
         log.removeHandler(handler)
 
 
-def load_splits(config: RunConfig, host: PluginHost, trainable: bool) -> dict[str, Split]:
-    """Load the test split, and train/val only for trainable methods (so test files alone suffice)."""
+def load_splits(config: RunConfig, host: PluginHost, trainable: bool, target: str = "test") -> dict[str, Split]:
+    """Load the splits a run needs, and nothing more.
+
+    A zero-shot method needs only the scored split (test files alone suffice); a trainable method also
+    needs train and val. A validation-only run (``target="val"``, used by sweeps) never loads test.
+    """
     spec = host.get("datasets", config.dataset).spec
     root = Path(config.data.root).expanduser() if config.data.root else None
     dataset = spec.factory(root, config.dataset_options)
     defaults = dataset.default_splits()
-    roles = ("train", "val", "test") if trainable else ("test",)
+    roles = ["train", "val"] if trainable else []
+    if target not in roles:
+        roles.append(target)
     names = {role: getattr(config.data, f"{role}_split") or defaults.get(role) for role in roles}
-    if names.get("test") in (names.get("train"), names.get("val")):
+    if "test" in names and names["test"] in (names.get("train"), names.get("val")):
         raise UserError(f"The test split {names['test']!r} is also used for training or validation; "
                         f"the test split is sealed. Choose other data.train_split / data.val_split.")
+    if names.get("train") is not None and names.get("train") == names.get("val"):
+        raise UserError(f"The split {names['train']!r} is used for both training and validation; model "
+                        f"selection needs held-out data. Set data.val_split to another split.")
     splits = {}
     for role, name in names.items():
         if not name:
@@ -99,19 +108,24 @@ ValidationCallback = Callable[[int, Mapping[str, float]], None]
 
 
 def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None,
-            tags: dict[str, Any] | None = None, on_validation: ValidationCallback | None = None) -> RunOutcome:
+            tags: dict[str, Any] | None = None, on_validation: ValidationCallback | None = None,
+            target: str = "test") -> RunOutcome:
     """Run (or resume) a configured run and record it in the registry.
 
     Arguments:
         tags: stored with the run's index row (sweeps link trials to their study this way).
         on_validation: called as ``on_validation(index, metrics)`` after every validation evaluation a
             method requests (sweeps report these to Optuna, whose pruner may raise to stop the trial).
+        target: the split role that is scored and recorded: ``test`` (the default, sealed and scored once
+            per seed) or ``val`` (sweep trials: the test split is never loaded).
     """
+    if target not in ("test", "val"):
+        raise ValueError(f"target must be 'test' or 'val', got {target!r}")
     method_reg = host.get("methods", config.method)
     trainable = getattr(method_reg.spec, "train_options", None) is not None
     started = time.time()
-    splits = load_splits(config, host, trainable)
-    test = splits["test"]
+    splits = load_splits(config, host, trainable, target)
+    test = splits[target]
     norm = config.data.normalization
     fingerprints = {role: split.fingerprint(norm) | {"split": split.name} for role, split in splits.items()}
 
@@ -122,7 +136,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
     else:
         run_id = registry.new_run_id(config.method, config.dataset)
         run_dir = registry.create(run_id, config.method, config.dataset, test.name,
-                                  fingerprints["test"]["sha256"], config.run.seeds, tags)
+                                  fingerprints[target]["sha256"], config.run.seeds, tags)
         write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     device = resolve_device(config.run.device)
     plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins]
@@ -134,8 +148,9 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
                  test.n_images, test.n_captions, config.run.seeds, device)
         per_seed = {}
         for seed in config.run.seeds:
-            per_seed[seed] = _run_seed(config, method_reg.spec, splits, seed, run_dir, device, log, on_validation)
-        result = _aggregate(config, run_id, per_seed, fingerprints, time.time() - started)
+            per_seed[seed] = _run_seed(config, method_reg.spec, splits, target, seed, run_dir, device, log,
+                                       on_validation)
+        result = _aggregate(config, run_id, per_seed, fingerprints, target, time.time() - started)
         write_json_atomic(run_dir / "metrics.json", result)
         registry.finish(run_id, result)
         log.info("Run %s finished: mR %.2f", run_id, result["summary"]["mR"]["mean"])
@@ -156,8 +171,8 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
         _close_logger(log)
 
 
-def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int, run_dir: Path, device: str,
-              log: logging.Logger, on_validation: ValidationCallback | None) -> dict[str, Any]:
+def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], target: str, seed: int, run_dir: Path,
+              device: str, log: logging.Logger, on_validation: ValidationCallback | None) -> dict[str, Any]:
     seed_dir = run_dir / "seeds" / str(seed)
     done = seed_dir / "metrics.json"
     if done.is_file():
@@ -165,7 +180,7 @@ def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int,
         return json.loads(done.read_text())
     seed_dir.mkdir(parents=True, exist_ok=True)
     _seed_everything(seed)
-    test = splits["test"]
+    test = splits["test"] if target == "test" else None
     method = spec.factory(config.method_options) if config.train is None else \
         spec.factory(config.method_options, config.train)
     ctx = RunContext(run_dir=seed_dir, cache_dir=cache_dir(), seed=seed, device=device,
@@ -177,7 +192,7 @@ def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int,
 
     def evaluate(split: Split) -> Mapping[str, float]:
         nonlocal calls
-        if split is test and select_on != "test":
+        if test is not None and split is test and select_on != "test":
             raise SealedSplitError("the test split is sealed: model selection may only use validation data")
         result = _metrics(config, split, method.score(split, ctx), ctx).metrics
         if on_validation is not None:
@@ -188,10 +203,10 @@ def _run_seed(config: RunConfig, spec: Any, splits: dict[str, Split], seed: int,
     ctx.evaluate = evaluate
     # Legacy reproduction only: selecting on test hands the test split to fit as "validation" and the
     # result is stamped non-compliant by the method's fit summary.
-    val = test if select_on == "test" else splits.get("val")
+    val = test if select_on == "test" and test is not None else splits.get("val")
     fit_summary = dict(method.fit(splits.get("train"), val, ctx) or {})
-    similarity = method.score(test, ctx)
-    result = _metrics(config, test, similarity, ctx)
+    scored = splits[target]
+    result = _metrics(config, scored, method.score(scored, ctx), ctx)
     ci = M.bootstrap_ci(result, n_boot=config.eval.bootstrap, seed=seed) if config.eval.bootstrap else {}
     record = {
         "seed": seed,
@@ -214,7 +229,7 @@ def _metrics(config: RunConfig, split: Split, similarity: np.ndarray, ctx: RunCo
 
 
 def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any]],
-               fingerprints: dict[str, dict], wall_time: float) -> dict[str, Any]:
+               fingerprints: dict[str, dict], target: str, wall_time: float) -> dict[str, Any]:
     first = per_seed[config.run.seeds[0]]
     selections = {str(r["fit"].get("selection", "none (zero-shot)")) for r in per_seed.values()}
     selection = selections.pop() if len(selections) == 1 else "mixed: " + ", ".join(sorted(selections))
@@ -228,7 +243,8 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
         "run_id": run_id,
         "method": config.method,
         "dataset": config.dataset,
-        "split": fingerprints["test"]["split"],
+        "split": fingerprints[target]["split"],
+        "split_role": target,
         "unit": "percent",
         "protocol": config.eval.protocol,
         "ties": config.eval.ties,

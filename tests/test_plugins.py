@@ -71,7 +71,8 @@ def test_plugin_returning_garbage_is_skipped():
     def rsitr_register_methods():
         return ["not a spec"]
 
-    host = build_plugin_host(extra_plugins=[("garbage", types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods))])
+    garbage = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("garbage", garbage)])
     assert any(f.name == "garbage" and "PluginSpec" in f.error for f in host.failures)
 
 

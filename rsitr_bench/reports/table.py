@@ -34,7 +34,7 @@ def recall_table(result: dict[str, Any], fmt: str = "github") -> str:
     ci = result["per_seed"][str(seeds[0])].get("ci95") or {}
     if ci:
         rows.append([f"95% CI (seed {seeds[0]})"] + [f"[{ci[c][0]:.2f}, {ci[c][1]:.2f}]" for c in cols])
-    fp = result["fingerprints"]["test"]
+    fp = result["fingerprints"][result.get("split_role", "test")]
     tied = result["per_seed"][str(seeds[0])]["tied_queries"]
     params = result.get("parameters") or {}
     audit = result["leakage_audit"]
