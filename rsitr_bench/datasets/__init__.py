@@ -12,6 +12,7 @@ from rsitr_bench.hookspecs import hookimpl
 
 @hookimpl
 def rsitr_register_datasets() -> list[DatasetSpec]:
+    from rsitr_bench.datasets.real import SPECS as real
     from rsitr_bench.datasets.synthetic import SPEC as synthetic
 
-    return [synthetic]
+    return [synthetic, *real]
