@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", help="method name (see `rsitr-bench list methods`)")
     run.add_argument("--dataset", help="dataset name (default: the embedded synthetic-rs)")
     run.add_argument("--data-root", help="directory holding the dataset")
+    run.add_argument("--format", dest="data_format",
+                     help="force an annotation format (karpathy, finetune, precomp, csv, coco, nwpu-json, lines)")
     run.add_argument("--config", type=Path, help="YAML run configuration")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="dotted override, e.g. --set train.lr=4e-5 (repeatable)")
@@ -96,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         tree: dict[str, Any] = load_yaml_file(args.config) if args.config else {}
         for flag, path in ((args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]),
-                           (args.data_root, ["data", "root"]), (args.seeds, ["run", "seeds"]),
+                           (args.data_root, ["data", "root"]), (args.data_format, ["dataset", "format"]),
+                           (args.seeds, ["run", "seeds"]),
                            (args.device, ["run", "device"])):
             if flag is not None:
                 if path[0] in ("method", "dataset") and isinstance(tree.get(path[0]), str):

@@ -148,3 +148,20 @@ def test_resume_unknown_run(capsys):
 @pytest.mark.parametrize("command", [["list"], ["list", "plugins"], ["list", "datasets"], ["runs", "ls"]])
 def test_read_only_commands(command, capsys):
     assert main(command) == 0
+
+
+def test_global_clip_runs_on_real_ucm_annotations_with_placeholder_images(shared_data, tmp_path, capsys):
+    """The README's UCM layout: dataset.json plus images/1.tif ... 2100.tif under --data-root."""
+    from PIL import Image
+
+    root = tmp_path / "UCM"
+    (root / "images").mkdir(parents=True)
+    (root / "dataset.json").write_bytes((shared_data / "ucm" / "karpathy_json" / "dataset.json").read_bytes())
+    placeholder = Image.new("RGB", (16, 16), (90, 120, 60))
+    for n in range(1, 2101):
+        placeholder.save(root / "images" / f"{n}.tif")
+    argv = ["run", "--method", "global-clip", "--dataset", "ucm", "--data-root", str(root), "--no-progress",
+            "--set", "eval.bootstrap=0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "global-clip on ucm/test (210 images, 1050 captions" in out
