@@ -8,6 +8,7 @@ from rsitr_bench.hookspecs import hookimpl
 
 @hookimpl
 def rsitr_register_methods() -> list[MethodSpec]:
+    from rsitr_bench.methods.full_ft import SPEC as full_ft
     from rsitr_bench.methods.global_clip import SPEC as global_clip
 
-    return [global_clip]
+    return [global_clip, full_ft]

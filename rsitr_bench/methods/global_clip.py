@@ -22,14 +22,16 @@ class GlobalClipOptions:
 
     Attributes:
         model: an open_clip model name (``ViT-B-32``, ``RN50``, ...) or rsitr-bench's ``rsitr-tiny``.
-        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches.
+        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches;
+            ``synthetic-rs`` is rsitr-bench's embedded ``rsitr-tiny`` weights (see
+            scripts/train_embedded_backbone.py). None means random initialisation from ``init_seed``.
         checkpoint: a local weights file; takes precedence over ``pretrained``.
         init_seed: seed of the random initialisation when neither weights source is given.
         batch_size: encoding batch size.
     """
 
     model: str = "rsitr-tiny"
-    pretrained: str | None = None
+    pretrained: str | None = "synthetic-rs"
     checkpoint: str | None = None
     init_seed: int = 0
     batch_size: int = 64

@@ -1,0 +1,103 @@
+"""What every trainable CLIP method needs around the engine: batches of (image, caption) pairs and encoders.
+
+Kept apart from the methods so ``full-ft`` and ``mps-clip`` share one definition of "a training sample"
+(one caption and its image; other captions of the same image are positives through ``ids``) and one way of
+encoding a split for scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from rsitr_bench.data.images import load_rgb
+from rsitr_bench.data.model import Split
+from rsitr_bench.engine import LoaderPlan
+
+AUGMENTATIONS = ("none", "crop-flip")
+
+
+class ImageBank:
+    """Decoded RGB images of a split, loaded once: training revisits every image each epoch."""
+
+    def __init__(self, split: Split):
+        self.split = split
+        self._images: dict[int, Image.Image] = {}
+
+    def __getitem__(self, index: int) -> Image.Image:
+        if index not in self._images:
+            self._images[index] = load_rgb(Path(self.split.image_paths[index]),
+                                           record=f"{self.split.dataset} {self.split.name} image {index}")
+        return self._images[index]
+
+
+def train_transform(preprocess: Any, augment: str) -> Any:
+    """The backbone's eval transform, optionally preceded by a random resized crop and a flip.
+
+    ``crop-flip`` is the geometric part of the reference recipe (RandomResizedCrop scale 0.5–1, horizontal
+    flip; docs/mps-clip.md §5). It is off by default for synthetic-rs, whose captions state left and right.
+    """
+    if augment == "none":
+        return preprocess
+    if augment == "crop-flip":
+        size = _image_size(preprocess)
+        return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                          T.RandomHorizontalFlip(), preprocess])
+    raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+
+
+def _image_size(preprocess: Any) -> int:
+    for t in getattr(preprocess, "transforms", []):
+        size = getattr(t, "size", None)
+        if size is not None:
+            return size if isinstance(size, int) else size[0]
+    raise ValueError("cannot find the image size of the backbone's transform")
+
+
+class CaptionBatches:
+    """One epoch of this rank's micro-batches of training captions (incomplete ones dropped).
+
+    The order is a permutation seeded by (seed, epoch), identical on every rank; rank r takes every
+    world_size-th sample, so ranks never share a sample.
+    """
+
+    def __init__(self, n_samples: int, plan: LoaderPlan, build: Callable[[np.ndarray], dict[str, Any]]):
+        order = np.random.default_rng([plan.seed, plan.epoch]).permutation(n_samples)
+        self.mine = order[plan.rank::plan.world_size]
+        self.micro = plan.micro_batch_size
+        self.build = build
+
+    def __len__(self) -> int:
+        return len(self.mine) // self.micro
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for b in range(len(self)):
+            yield self.build(self.mine[b * self.micro:(b + 1) * self.micro])
+
+
+def encode_images_with(encode: Callable[[torch.Tensor], torch.Tensor], bank: ImageBank, preprocess: Any,
+                       device: torch.device, batch_size: int) -> torch.Tensor:
+    """L2-normalised embeddings of every image of a split, in order, with the model's current weights."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, bank.split.n_images, batch_size):
+            idx = range(start, min(start + batch_size, bank.split.n_images))
+            pixels = torch.stack([preprocess(bank[i]) for i in idx]).to(device)
+            out.append(F.normalize(encode(pixels).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def encode_texts_with(encode: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, device: torch.device,
+                      batch_size: int) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for start in range(0, tokens.shape[0], batch_size):
+            out.append(F.normalize(encode(tokens[start:start + batch_size].to(device)).float(), dim=-1).cpu())
+    return torch.cat(out)
