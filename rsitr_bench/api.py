@@ -59,12 +59,12 @@ class MethodSpec(PluginSpec):
 
 @dataclass(frozen=True)
 class KeywordProviderSpec(PluginSpec):
-    """A keyword provider. ``factory(options) -> KeywordProvider``."""
+    """A keyword provider. ``factory(options, env: GuidanceEnv) -> KeywordProvider``."""
 
 
 @dataclass(frozen=True)
 class PerspectiveGeneratorSpec(PluginSpec):
-    """A perspective generator. ``factory(options) -> PerspectiveGenerator``."""
+    """A perspective generator. ``factory(options, env: GuidanceEnv) -> PerspectiveGenerator``."""
 
 
 @runtime_checkable

@@ -70,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("run_ids", nargs="+")
 
     from rsitr_bench.cli_data import add_data_commands
+    from rsitr_bench.cli_guidance import add_guidance_commands
 
     add_data_commands(sub, parents=[common])
+    add_guidance_commands(sub, parents=[common])
     return parser
 
 
@@ -186,7 +188,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     return run_data_command(args, build_dataset)
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data}
+def cmd_guidance(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli_guidance import run_guidance_command
+
+    return run_guidance_command(args, _host(args))
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data, "prepare": cmd_guidance,
+            "show-perspectives": cmd_guidance}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,5 +10,6 @@ from rsitr_bench.hookspecs import hookimpl
 def rsitr_register_methods() -> list[MethodSpec]:
     from rsitr_bench.methods.full_ft import SPEC as full_ft
     from rsitr_bench.methods.global_clip import SPEC as global_clip
+    from rsitr_bench.methods.mps_clip.presets import SPECS as mps_clip
 
-    return [global_clip, full_ft]
+    return [global_clip, full_ft, *mps_clip]

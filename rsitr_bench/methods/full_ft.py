@@ -20,6 +20,7 @@ from rsitr_bench.data.model import Split
 from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.methods.clip_training import (
     AUGMENTATIONS,
+    EPOCH_SAMPLES,
     CaptionBatches,
     ImageBank,
     encode_images_with,
@@ -31,7 +32,11 @@ from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
 
 @dataclass
 class FullFtOptions:
-    """Backbone and loss options (see ``global-clip`` for the backbone fields)."""
+    """Backbone and loss options (see ``global-clip`` for the backbone fields).
+
+    ``epoch_samples``: ``images`` (each image once per epoch, with a random caption) or ``captions`` (every
+    caption once, the reference's epoch).
+    """
 
     model: str = "rsitr-tiny"
     pretrained: str | None = "synthetic-rs"
@@ -40,9 +45,12 @@ class FullFtOptions:
     temperature: float = 0.07
     learn_temperature: bool = True
     augment: str = "none"
+    epoch_samples: str = "images"
     encode_batch_size: int = 128
 
     def validate(self) -> None:
+        if self.epoch_samples not in EPOCH_SAMPLES:
+            raise ValueError(f"epoch_samples={self.epoch_samples!r}; choose one of {', '.join(EPOCH_SAMPLES)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment={self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         if self.temperature <= 0:
@@ -54,7 +62,7 @@ class FullFtTrain(TrainConfig):
     """Training defaults sized for the embedded backbone; set lr around 1e-5 for ViT-B-32."""
 
     lr: float = 5e-5
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 128
 
 
@@ -71,7 +79,7 @@ class ClipPairs(nn.Module):
         return {"image": image, "text": text, "ids": batch["ids"]}
 
 
-def pair_batches(train: Split, bank: ImageBank, transform: Any, tokens: torch.Tensor):
+def pair_batches(train: Split, bank: ImageBank, transform: Any, tokens: torch.Tensor, per_epoch: str):
     """A loader factory over every training caption: pixels of its image, its tokens, its image id."""
     owners = torch.from_numpy(train.caption_image)
 
@@ -80,7 +88,7 @@ def pair_batches(train: Split, bank: ImageBank, transform: Any, tokens: torch.Te
         index = torch.from_numpy(idx)
         return {"pixels": pixels, "tokens": tokens[index], "ids": owners[index]}
 
-    return lambda plan: CaptionBatches(len(tokens), plan, build)
+    return lambda plan: CaptionBatches(train.caption_image, plan, build, per_epoch)
 
 
 def fit_summary(summary: Any) -> dict[str, Any]:
@@ -111,7 +119,8 @@ class FullFineTune:
                            learn_temperature=self.options.learn_temperature)
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
         summary = Engine(self.train_config, ctx).fit(
-            ClipPairs(backbone.model), pair_batches(train, ImageBank(train), transform, tokens), loss, evaluate)
+            ClipPairs(backbone.model), pair_batches(train, ImageBank(train), transform, tokens, self.options.epoch_samples),
+            loss, evaluate)
         return fit_summary(summary)
 
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
