@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rsitr_bench.cli_data import add_data_commands
     from rsitr_bench.cli_guidance import add_guidance_commands
+    from rsitr_bench.cli_sweep_report import add_sweep_report_commands
 
     add_data_commands(sub, parents=[common])
     add_guidance_commands(sub, parents=[common])
+    add_sweep_report_commands(sub, parents=[common])
     return parser
 
 
@@ -194,8 +196,20 @@ def cmd_guidance(args: argparse.Namespace) -> int:
     return run_guidance_command(args, _host(args))
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli_sweep_report import run_sweep_command
+
+    return run_sweep_command(args, _host(args), _registry(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli_sweep_report import run_report_command
+
+    return run_report_command(args, _host(args), _registry(args))
+
+
 COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data, "prepare": cmd_guidance,
-            "show-perspectives": cmd_guidance}
+            "show-perspectives": cmd_guidance, "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,15 @@ class RunOutcome:
     metrics: dict[str, Any]
 
 
+class RunStopped(Exception):
+    """Raised by an ``on_validation`` callback to stop a run early on purpose; the run gets ``status``.
+
+    A pruned sweep trial is the example: its run is recorded as ``pruned``, not as ``failed``.
+    """
+
+    status = "stopped"
+
+
 class SealedSplitError(RuntimeError):
     """A method tried to evaluate on the sealed test split during fit."""
 
@@ -161,6 +170,10 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
                                                "metrics": result}):
             log.warning("run-finished hook failed: %s", error)
         return RunOutcome(run_id, run_dir, result)
+    except RunStopped as exc:
+        log.info("Run %s stopped early (%s): %s", run_id, exc.status, exc)
+        registry.finish(run_id, {}, status=exc.status)
+        raise
     except KeyboardInterrupt:
         log.warning("Run %s interrupted; continue it with `rsitr-bench run --resume %s`", run_id, run_id)
         registry.finish(run_id, {}, status="interrupted")

@@ -1,0 +1,143 @@
+"""Reading runs back from the registry for reports: finished test runs and sweep trials.
+
+A report shows only what the registry can vouch for: finished runs whose result was computed on the *test*
+split. Sweep trials (validation-only runs) feed the optimisation plots, never the leaderboard.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rsitr_bench.registry import Registry, RunRow
+
+# Configuration keys that do not change what a run measures (where it ran, how it printed).
+_NEUTRAL_PREFIXES = ("run.", "data.root")
+
+
+@dataclass
+class RunRecord:
+    """One finished run with what reports need from its directory."""
+
+    id: str
+    method: str
+    dataset: str
+    created: float
+    status: str
+    result: dict[str, Any]
+    config: dict[str, Any]
+    tags: dict[str, Any]
+    run_dir: Path
+
+    @property
+    def role(self) -> str:
+        """``test`` or ``val``: which split role the recorded result scores."""
+        role = self.result.get("split_role")
+        if role:
+            return str(role)
+        fingerprints = self.result.get("fingerprints") or {}
+        test = fingerprints.get("test") or {}
+        return "test" if test and test.get("split") == self.result.get("split") else "val"
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return (self.result.get("fingerprints") or {}).get(self.role) or {}
+
+    @property
+    def compliant(self) -> bool:
+        return bool((self.result.get("compliance") or {}).get("compliant", True))
+
+    @property
+    def reasons(self) -> list[str]:
+        return list((self.result.get("compliance") or {}).get("reasons") or [])
+
+    @property
+    def comparability_key(self) -> tuple[Any, ...]:
+        """Runs share a table only when this is equal: same split content, protocol, ties and ks."""
+        r = self.result
+        return (self.fingerprint.get("sha256"), r.get("protocol"), r.get("ties"), tuple(r.get("ks") or ()))
+
+    @property
+    def flat_config(self) -> dict[str, Any]:
+        return flatten(self.config)
+
+    @property
+    def measured_config(self) -> dict[str, Any]:
+        """The flattened configuration minus the keys that only say where and how it ran."""
+        return {k: v for k, v in self.flat_config.items() if not k.startswith(_NEUTRAL_PREFIXES)}
+
+    @property
+    def config_digest(self) -> str:
+        """Equal digests are repeats of one configuration."""
+        return json.dumps(self.measured_config, sort_keys=True, default=str)
+
+    def seed_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-seed arrays of ``seeds/<seed>/ranks.npz`` (ranks, and hits where the runner saved them)."""
+        out = {}
+        for seed in self.result.get("seeds") or []:
+            path = self.run_dir / "seeds" / str(seed) / "ranks.npz"
+            if path.is_file():
+                with np.load(path) as data:
+                    out[str(seed)] = {key: data[key] for key in data.files}
+        return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"method": {"name": "x", "k": 2}}`` -> ``{"method.name": "x", "method.k": 2}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _load(registry: Registry, row: RunRow) -> RunRecord | None:
+    run_dir = registry.run_dir(row.id)
+    try:
+        result = json.loads((run_dir / "metrics.json").read_text()) if row.status == "finished" else \
+            json.loads(row.metrics or "{}")
+    except (OSError, ValueError):
+        return None
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    return RunRecord(id=row.id, method=row.method, dataset=row.dataset, created=row.created,
+                     status=row.effective_status, result=result, config=config, tags=row.tag_dict,
+                     run_dir=run_dir)
+
+
+def finished_test_runs(registry: Registry, dataset: str | None = None) -> list[RunRecord]:
+    """Finished runs scored on the test split, oldest first (sweep trials and unfinished runs left out)."""
+    records = []
+    for row in registry.list(dataset=dataset):
+        if row.status != "finished":
+            continue
+        record = _load(registry, row)
+        if record is not None and record.result.get("summary") and record.role == "test":
+            records.append(record)
+    return records
+
+
+def sweep_trials(registry: Registry, dataset: str) -> dict[str, list[RunRecord]]:
+    """Sweep trial runs by study name, in trial order, in every state (pruned and failed ones too)."""
+    studies: dict[str, list[RunRecord]] = {}
+    for row in registry.list(dataset=dataset):
+        tags = row.tag_dict
+        if "study" not in tags or "trial" not in tags:
+            continue
+        record = _load(registry, row)
+        if record is not None:
+            studies.setdefault(str(tags["study"]), []).append(record)
+    for trials in studies.values():
+        trials.sort(key=lambda r: (int(r.tags["trial"]), r.created))
+    return studies
