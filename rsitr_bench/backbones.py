@@ -29,6 +29,9 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered_configs = False
 
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+#: The pretrained tag of rsitr-bench's own embedded weights, trained by scripts/train_embedded_backbone.py.
+EMBEDDED_TAG = "synthetic-rs"
+EMBEDDED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 def register_model_configs() -> None:
@@ -95,6 +98,9 @@ def build_backbone(model_name: str, pretrained: str | None = None, checkpoint: s
 
 def resolve_pretrained(model_name: str, tag: str) -> tuple[Path, bool]:
     """Find the weights of an open_clip pretrained tag in the local caches, without any network access."""
+    embedded = EMBEDDED_WEIGHTS / f"{model_name}-{tag}.safetensors"
+    if embedded.is_file():
+        return embedded, False
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)

@@ -18,7 +18,7 @@ from typing import Any
 from tabulate import tabulate
 
 from rsitr_bench import __version__
-from rsitr_bench.config import apply_override, build_section, load_yaml_file, parse_override, resolve_config
+from rsitr_bench.config import assemble_tree, build_section, resolve_config
 from rsitr_bench.errors import UserError
 from rsitr_bench.paths import registry_dir
 from rsitr_bench.plugins import KINDS, PluginHost, build_plugin_host
@@ -100,20 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         config = runner.load_run_config(registry, args.resume, host)
     else:
-        tree: dict[str, Any] = load_yaml_file(args.config) if args.config else {}
-        for flag, path in ((args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]),
-                           (args.data_root, ["data", "root"]), (args.data_format, ["dataset", "format"]),
-                           (args.seeds, ["run", "seeds"]),
-                           (args.device, ["run", "device"])):
-            if flag is not None:
-                if path[0] in ("method", "dataset") and isinstance(tree.get(path[0]), str):
-                    tree[path[0]] = {"name": tree[path[0]]}
-                apply_override(tree, path, flag)
-        if args.no_progress:
-            apply_override(tree, ["run", "progress"], False)
-        for text in args.overrides:
-            path, value = parse_override(text)
-            apply_override(tree, path, value)
+        flags = [(args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]),
+                 (args.data_root, ["data", "root"]), (args.data_format, ["dataset", "format"]),
+                 (args.seeds, ["run", "seeds"]), (args.device, ["run", "device"]),
+                 (False if args.no_progress else None, ["run", "progress"])]
+        tree = assemble_tree(args.config, flags, args.overrides)
         config = resolve_config(tree, host)
     outcome = runner.execute(config, host, registry, resume_id=args.resume)
     print(recall_table(outcome.metrics))

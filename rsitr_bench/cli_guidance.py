@@ -73,7 +73,9 @@ def _guidance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-per-image", type=int, default=4, help="keywords and perspectives per image")
     parser.add_argument("--model", default="rsitr-tiny",
                         help="the method's open_clip backbone (default: rsitr-tiny)")
-    parser.add_argument("--pretrained", help="open_clip pretrained tag of the backbone")
+    parser.add_argument("--pretrained", default="synthetic-rs",
+                        help="open_clip pretrained tag of the backbone (default: synthetic-rs, the embedded "
+                             "rsitr-tiny weights; 'none' for a random initialisation)")
     parser.add_argument("--checkpoint", help="backbone weights file")
     parser.add_argument("--init-seed", type=int, default=0, help="seed of a randomly initialised backbone")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
@@ -123,7 +125,8 @@ def _service(args: argparse.Namespace, host: Any, options: dict[str, dict], audi
                               progress=not args.no_progress)
 
     def backbone() -> Any:
-        return build_backbone(args.model, args.pretrained, args.checkpoint, args.init_seed, device)
+        pretrained = None if str(args.pretrained).lower() == "none" else args.pretrained
+        return build_backbone(args.model, pretrained, args.checkpoint, args.init_seed, device)
 
     plan = PreparePlan(generator=args.perspectives, query_keywords=args.keywords,
                        gallery_keywords=args.gallery_keywords, generator_options=options["perspectives"],

@@ -15,7 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from rsitr_bench.config import DEFAULT_DATASET, apply_override, load_yaml_file, parse_override
+from rsitr_bench.config import DEFAULT_DATASET, assemble_tree
 from rsitr_bench.errors import UserError
 from rsitr_bench.plugins import PluginHost
 from rsitr_bench.registry import Registry
@@ -89,19 +89,9 @@ def add_sweep_report_commands(subparsers: Any, parents: Sequence[argparse.Argume
 
 
 def _base_tree(args: argparse.Namespace) -> dict[str, Any]:
-    tree: dict[str, Any] = load_yaml_file(args.config) if args.config else {}
-    for section in ("method", "dataset"):
-        if isinstance(tree.get(section), str):
-            tree[section] = {"name": tree[section]}
-    for flag, path in ((args.data_root, ["data", "root"]), (args.device, ["run", "device"])):
-        if flag is not None:
-            apply_override(tree, path, flag)
-    if args.no_progress:
-        apply_override(tree, ["run", "progress"], False)
-    for text in args.overrides:
-        path, value = parse_override(text)
-        apply_override(tree, path, value)
-    return tree
+    flags = [(args.data_root, ["data", "root"]), (args.device, ["run", "device"]),
+             (False if args.no_progress else None, ["run", "progress"])]
+    return assemble_tree(args.config, flags, args.overrides)
 
 
 def _seeds(text: str | None) -> list[int] | None:

@@ -120,6 +120,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def assemble_tree(config_file: Path | None, flags: list[tuple[Any, list[str]]], overrides: list[str]
+                  ) -> dict[str, Any]:
+    """Layer a configuration mapping: the YAML file, then CLI flags ``(value, path)``, then ``--set`` texts.
+
+    Flags whose value is None were not given and change nothing. ``method: NAME`` shorthand in the file
+    becomes ``{"name": NAME}`` so flags can add options beside it.
+    """
+    tree: dict[str, Any] = load_yaml_file(config_file) if config_file else {}
+    for section in ("method", "dataset"):
+        if isinstance(tree.get(section), str):
+            tree[section] = {"name": tree[section]}
+    for value, path in flags:
+        if value is not None:
+            apply_override(tree, path, value)
+    for text in overrides:
+        apply_override(tree, *parse_override(text))
+    return tree
+
+
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node = tree
     for part in path[:-1]:

@@ -55,7 +55,8 @@ def rsitr_register_methods():
 @pytest.fixture
 def host():
     CALLS.clear()
-    return build_plugin_host(extra_plugins=[("spy", types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods))])
+    spy = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    return build_plugin_host(extra_plugins=[("spy", spy)])
 
 
 def test_test_split_is_scored_once_per_seed_and_never_fitted_on(host):
@@ -90,7 +91,8 @@ def test_evaluate_refuses_the_test_split(monkeypatch):
     def rsitr_register_methods():
         return [MethodSpec(name="guarded", factory=Guarded, train_options=TrainOpts)]
 
-    host = build_plugin_host(extra_plugins=[("g", types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods))])
+    guarded = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("g", guarded)])
     execute(resolve_config({"method": "guarded", "dataset": SMALL, "run": {"progress": False}}, host), host,
             Registry(registry_dir()))
     assert refused == [True]

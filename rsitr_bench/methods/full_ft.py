@@ -118,9 +118,8 @@ class FullFineTune:
         loss = MPSCLIPLoss(LossWeights(con=1.0, tri=0.0, mpc=0.0, mpt=0.0), temperature=self.options.temperature,
                            learn_temperature=self.options.learn_temperature)
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
-        summary = Engine(self.train_config, ctx).fit(
-            ClipPairs(backbone.model), pair_batches(train, ImageBank(train), transform, tokens, self.options.epoch_samples),
-            loss, evaluate)
+        batches = pair_batches(train, ImageBank(train), transform, tokens, self.options.epoch_samples)
+        summary = Engine(self.train_config, ctx).fit(ClipPairs(backbone.model), batches, loss, evaluate)
         return fit_summary(summary)
 
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
@@ -141,7 +140,8 @@ class FullFineTune:
         if self._backbone is None:
             return {}
         params = list(self._backbone.model.parameters())
-        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+        return {"total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
 SPEC = MethodSpec(

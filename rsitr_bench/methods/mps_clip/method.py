@@ -217,8 +217,8 @@ class MpsClip:
         def build(idx: np.ndarray) -> dict[str, Any]:
             images = [int(train.caption_image[i]) for i in idx]
             pixels = torch.stack([transform(bank[i]) for i in images])
-            subs = [torch.stack([transform(c) for c in crops[i]]) if crops[i] else pixels.new_zeros(0, *pixels.shape[1:])
-                    for i in images]
+            subs = [torch.stack([transform(c) for c in crops[i]]) if crops[i]
+                    else pixels.new_zeros(0, *pixels.shape[1:]) for i in images]
             index = torch.from_numpy(idx)
             return {"pixels": pixels, "packed": PackedPerspectives.from_list(subs, pixels.shape[1:]),
                     "tokens": tokens[index], "ids": owners[index]}
@@ -273,4 +273,5 @@ class MpsClip:
         if self._net is None:
             return {}
         params = list(self._net.parameters())
-        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+        return {"total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad)}
