@@ -126,9 +126,12 @@ class MpsClipOptions:
 
 @dataclass
 class MpsClipTrain(TrainConfig):
-    """Training defaults for the embedded backbone; the HEAD recipe is lr 4e-5, 35 epochs, batch 128."""
+    """Training defaults for the embedded backbone; the HEAD recipe is lr 4e-5, 35 epochs, batch 128.
 
-    lr: float = 1e-3
+    lr 3e-4 was chosen on synthetic-rs *validation* mR (46.5, against 46.45 untrained and a decline at 1e-3).
+    """
+
+    lr: float = 3e-4
     epochs: int = 5
     batch_size: int = 128
 
