@@ -15,7 +15,10 @@ error says which file to fetch and where to put it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +86,9 @@ def build_backbone(model_name: str, pretrained: str | None = None, checkpoint: s
         weights, quick_gelu = resolve_pretrained(model_name, pretrained)
 
     torch.manual_seed(init_seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
+    with _quiet_random_init_warning():
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
     if weights is not None:
         load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
         identity = f"{model_name}|quick_gelu={quick_gelu}|sha256={file_sha256(weights)}"
@@ -94,6 +98,21 @@ def build_backbone(model_name: str, pretrained: str | None = None, checkpoint: s
     tokenizer = open_clip.get_tokenizer(model_name)
     size = model.visual.image_size
     return Backbone(model, preprocess, tokenizer, identity, size[0] if isinstance(size, tuple) else int(size))
+
+
+@contextmanager
+def _quiet_random_init_warning() -> Iterator[None]:
+    """open_clip warns "initialized randomly" whenever it loads no weights itself; ours come just after."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def resolve_pretrained(model_name: str, tag: str) -> tuple[Path, bool]:

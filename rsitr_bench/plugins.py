@@ -119,6 +119,7 @@ def build_plugin_host(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple
         blocked: plugin (entry-point) names not to load, as given to ``--no-plugin``.
         extra_plugins: ``(name, module_or_object)`` pairs registered directly, for tests and embedding.
     """
+    blocked = list(blocked)
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in blocked:
@@ -135,6 +136,10 @@ def build_plugin_host(blocked: Iterable[str] = (), extra_plugins: Iterable[tuple
         candidates.append((ep.name, dist, version, ep))
     for name, obj in extra_plugins:
         candidates.append((name, "(registered directly)", "", obj))
+    known = [c[0] for c in candidates]
+    unknown = [name for name in blocked if name not in known]
+    if unknown:
+        raise UnknownPluginError("plugin", unknown[0], known)
 
     for name, dist, version, source in candidates:
         if pm.is_blocked(name) or pm.has_plugin(name):

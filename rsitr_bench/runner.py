@@ -136,7 +136,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
     trainable = getattr(method_reg.spec, "train_options", None) is not None
     started = time.time()
     splits = load_splits(config, host, trainable, target)
-    test = splits[target]
+    scored = splits[target]
     norm = config.data.normalization
     fingerprints = {role: split.fingerprint(norm) | {"split": split.name} for role, split in splits.items()}
 
@@ -146,7 +146,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
         run_dir = registry.run_dir(run_id)
     else:
         run_id = registry.new_run_id(config.method, config.dataset)
-        run_dir = registry.create(run_id, config.method, config.dataset, test.name,
+        run_dir = registry.create(run_id, config.method, config.dataset, scored.name,
                                   fingerprints[target]["sha256"], config.run.seeds, tags)
         write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     device = resolve_device(config.run.device)
@@ -155,8 +155,8 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
     log = _run_logger(run_dir, run_id)
     try:
         log.info("%s run %s: method %s on %s/%s (%d images, %d captions), seeds %s, device %s",
-                 "Resuming" if resume_id else "Starting", run_id, config.method, config.dataset, test.name,
-                 test.n_images, test.n_captions, config.run.seeds, device)
+                 "Resuming" if resume_id else "Starting", run_id, config.method, config.dataset, scored.name,
+                 scored.n_images, scored.n_captions, config.run.seeds, device)
         per_seed = {}
         for seed in config.run.seeds:
             per_seed[seed] = _run_seed(config, host, method_reg.spec, splits, target, seed, run_dir, device,
@@ -259,7 +259,9 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
     selections = {str(r["fit"].get("selection", "none (zero-shot)")) for r in per_seed.values()}
     selection = selections.pop() if len(selections) == 1 else "mixed: " + ", ".join(sorted(selections))
     reasons = [f"model selection on {selection}"] if "non-compliant" in selection else []
-    audit = first["leakage_audit"]
+    # The worst seed speaks for the run: one leaky seed makes the whole result leaky.
+    audit = next((r["leakage_audit"] for r in per_seed.values() if r["leakage_audit"]["status"] != "pass"),
+                 first["leakage_audit"])
     if audit.get("status") != "pass":
         reasons.append(f"leakage audit: {audit.get('status')}")
     return {

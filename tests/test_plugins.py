@@ -82,6 +82,11 @@ def test_block_list_drops_a_plugin():
     assert "synthetic-rs" in host.names("datasets")
 
 
+def test_blocking_an_unknown_plugin_lists_the_known_ones():
+    with pytest.raises(UnknownPluginError, match=r"Unknown plugin 'nope'.*datasets.*methods"):
+        build_plugin_host(blocked=["nope"])
+
+
 def test_run_finished_hook_errors_are_collected_not_raised():
     calls = []
 
