@@ -8,6 +8,7 @@ needs no knowledge of how datasets are registered.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,6 @@ from rsitr_bench.api import Dataset
 from rsitr_bench.data.model import Split
 from rsitr_bench.data.stats import diff_splits, split_stats, verify_images
 from rsitr_bench.data.text import NORMALIZATIONS
-from rsitr_bench.datasets.real import RealDataset
 from rsitr_bench.errors import DataError
 
 BuildDataset = Callable[[str, Path | None, dict], Dataset]
@@ -93,7 +93,8 @@ def _options(args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
 
 
 def _load(dataset: Dataset, name: str, check_images: bool) -> Split:
-    if isinstance(dataset, RealDataset):
+    """Read a split; datasets whose ``load_split`` takes ``check_images`` can skip the image check."""
+    if "check_images" in inspect.signature(dataset.load_split).parameters:
         return dataset.load_split(name, check_images=check_images)
     return dataset.load_split(name)
 
