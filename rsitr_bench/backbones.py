@@ -60,6 +60,28 @@ class Backbone:
     image_size: int
 
 
+@dataclass
+class BackboneOptions:
+    """The backbone fields every CLIP-based method declares.
+
+    Attributes:
+        model: an open_clip model name (``ViT-B-32``, ``RN50``, ...) or rsitr-bench's ``rsitr-tiny``.
+        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches;
+            ``synthetic-rs`` is rsitr-bench's embedded ``rsitr-tiny`` weights (see
+            scripts/train_embedded_backbone.py). None means random initialisation from ``init_seed``.
+        checkpoint: a local weights file; takes precedence over ``pretrained``.
+        init_seed: seed of the random initialisation when neither weights source is given.
+    """
+
+    model: str = "rsitr-tiny"
+    pretrained: str | None = EMBEDDED_TAG
+    checkpoint: str | None = None
+    init_seed: int = 0
+
+    def build_backbone(self, device: str = "cpu") -> Backbone:
+        return build_backbone(self.model, self.pretrained, self.checkpoint, self.init_seed, device)
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

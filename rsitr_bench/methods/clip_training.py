@@ -8,6 +8,7 @@ encoding a split for scoring.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,37 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
+from rsitr_bench.backbones import BackboneOptions
 from rsitr_bench.data.images import load_rgb
 from rsitr_bench.data.model import Split
 from rsitr_bench.engine import LoaderPlan
 
 AUGMENTATIONS = ("none", "crop-flip")
+EPOCH_SAMPLES = ("captions", "images")
+
+
+@dataclass
+class ClipTrainingOptions(BackboneOptions):
+    """Options shared by the trainable CLIP methods, besides the backbone.
+
+    Attributes:
+        augment: ``none`` or ``crop-flip`` (see :func:`train_transform`).
+        epoch_samples: ``images`` (each image once per epoch, with a random caption) or ``captions`` (every
+            caption once, the reference's epoch).
+        encode_batch_size: batch size when scoring a split.
+    """
+
+    augment: str = "none"
+    epoch_samples: str = "images"
+    encode_batch_size: int = 128
+
+    def validate(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment={self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        if self.epoch_samples not in EPOCH_SAMPLES:
+            raise ValueError(f"epoch_samples={self.epoch_samples!r}; choose one of {', '.join(EPOCH_SAMPLES)}")
+        if self.encode_batch_size < 1:
+            raise ValueError(f"encode_batch_size must be at least 1, got {self.encode_batch_size}")
 
 
 class ImageBank:
@@ -59,9 +86,6 @@ def _image_size(preprocess: Any) -> int:
         if size is not None:
             return size if isinstance(size, int) else size[0]
     raise ValueError("cannot find the image size of the backbone's transform")
-
-
-EPOCH_SAMPLES = ("captions", "images")
 
 
 class CaptionBatches:

@@ -15,13 +15,12 @@ import torch
 from torch import nn
 
 from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone, build_backbone
+from rsitr_bench.backbones import Backbone
 from rsitr_bench.data.model import Split
 from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.methods.clip_training import (
-    AUGMENTATIONS,
-    EPOCH_SAMPLES,
     CaptionBatches,
+    ClipTrainingOptions,
     ImageBank,
     encode_images_with,
     encode_texts_with,
@@ -31,28 +30,14 @@ from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
 
 
 @dataclass
-class FullFtOptions:
-    """Backbone and loss options (see ``global-clip`` for the backbone fields).
+class FullFtOptions(ClipTrainingOptions):
+    """Backbone and training-data options (see ``ClipTrainingOptions``) plus the contrastive temperature."""
 
-    ``epoch_samples``: ``images`` (each image once per epoch, with a random caption) or ``captions`` (every
-    caption once, the reference's epoch).
-    """
-
-    model: str = "rsitr-tiny"
-    pretrained: str | None = "synthetic-rs"
-    checkpoint: str | None = None
-    init_seed: int = 0
     temperature: float = 0.07
     learn_temperature: bool = True
-    augment: str = "none"
-    epoch_samples: str = "images"
-    encode_batch_size: int = 128
 
     def validate(self) -> None:
-        if self.epoch_samples not in EPOCH_SAMPLES:
-            raise ValueError(f"epoch_samples={self.epoch_samples!r}; choose one of {', '.join(EPOCH_SAMPLES)}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment={self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        super().validate()
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
@@ -104,8 +89,7 @@ class FullFineTune:
 
     def backbone(self, device: str) -> Backbone:
         if self._backbone is None:
-            o = self.options
-            self._backbone = build_backbone(o.model, o.pretrained, o.checkpoint, o.init_seed, device)
+            self._backbone = self.options.build_backbone(device)
             self._backbone.model.requires_grad_(True)
         return self._backbone
 

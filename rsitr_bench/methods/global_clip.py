@@ -11,29 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone, build_backbone
+from rsitr_bench.backbones import Backbone, BackboneOptions
 from rsitr_bench.data.model import Split
 from rsitr_bench.features import FeatureCache, encode_images, encode_texts
 
 
 @dataclass
-class GlobalClipOptions:
-    """Which backbone to use.
+class GlobalClipOptions(BackboneOptions):
+    """The backbone (see :class:`~rsitr_bench.backbones.BackboneOptions`) and the encoding batch size."""
 
-    Attributes:
-        model: an open_clip model name (``ViT-B-32``, ``RN50``, ...) or rsitr-bench's ``rsitr-tiny``.
-        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches;
-            ``synthetic-rs`` is rsitr-bench's embedded ``rsitr-tiny`` weights (see
-            scripts/train_embedded_backbone.py). None means random initialisation from ``init_seed``.
-        checkpoint: a local weights file; takes precedence over ``pretrained``.
-        init_seed: seed of the random initialisation when neither weights source is given.
-        batch_size: encoding batch size.
-    """
-
-    model: str = "rsitr-tiny"
-    pretrained: str | None = "synthetic-rs"
-    checkpoint: str | None = None
-    init_seed: int = 0
     batch_size: int = 64
 
     def validate(self) -> None:
@@ -50,8 +36,7 @@ class GlobalClip:
 
     def backbone(self, device: str) -> Backbone:
         if self._backbone is None:
-            o = self.options
-            self._backbone = build_backbone(o.model, o.pretrained, o.checkpoint, o.init_seed, device)
+            self._backbone = self.options.build_backbone(device)
         return self._backbone
 
     def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:

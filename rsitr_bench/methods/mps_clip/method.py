@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsitr_bench.api import RunContext
-from rsitr_bench.backbones import Backbone, build_backbone
+from rsitr_bench.backbones import Backbone
 from rsitr_bench.data.model import Split
 from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.errors import ConfigError
 from rsitr_bench.methods.clip_training import (
-    AUGMENTATIONS,
-    EPOCH_SAMPLES,
     CaptionBatches,
+    ClipTrainingOptions,
     ImageBank,
     encode_texts_with,
     train_transform,
@@ -57,8 +56,10 @@ MAX_SUBIMAGES_PER_STEP = 8192
 
 
 @dataclass
-class MpsClipOptions:
+class MpsClipOptions(ClipTrainingOptions):
     """MPS-CLIP options. Defaults suit the embedded backbone; the presets set the published values.
+
+    The backbone and training-data fields come from ``ClipTrainingOptions``.
 
     Attributes:
         variant: ``serial`` (HEAD: adapter after every block, both towers) or ``parallel`` (pre-restore).
@@ -73,16 +74,10 @@ class MpsClipOptions:
         train_keywords, gallery_keywords, perspectives: keyword providers and perspective generator.
         max_perspectives: sub-images per image (keywords kept per image).
         crop_mode: ``crop`` (box crops) or ``masked`` (whole image, black outside the mask, as published).
-        epoch_samples: ``images`` (each image once per epoch, with a random caption; the embedded default)
-            or ``captions`` (every caption once, the reference's epoch; the published presets).
         leaky_gallery: read val/test gallery captions for keywords (the published, leaky protocol). Only the
             ``mps-clip-as-published`` preset sets it; results are stamped ``fail (as published)``.
     """
 
-    model: str = "rsitr-tiny"
-    pretrained: str | None = "synthetic-rs"
-    checkpoint: str | None = None
-    init_seed: int = 0
     variant: Literal["serial", "parallel"] = "serial"
     bottleneck: int = 32
     adapter_heads: int = 4
@@ -104,13 +99,9 @@ class MpsClipOptions:
     max_perspectives: int = 3
     crop_mode: Literal["crop", "masked"] = "crop"
     leaky_gallery: bool = False
-    augment: str = "none"
-    epoch_samples: str = "images"
-    encode_batch_size: int = 128
 
     def validate(self) -> None:
-        if self.epoch_samples not in EPOCH_SAMPLES:
-            raise ValueError(f"epoch_samples={self.epoch_samples!r}; choose one of {', '.join(EPOCH_SAMPLES)}")
+        super().validate()
         if self.mpr_heads < 1:
             raise ValueError(f"mpr_heads (K) must be at least 1, got {self.mpr_heads}: MPS-CLIP's "
                              f"multi-perspective losses take the maximum over K heads")
@@ -120,8 +111,6 @@ class MpsClipOptions:
         if self.bottleneck < 1 or self.bottleneck % self.adapter_heads:
             raise ValueError(f"bottleneck {self.bottleneck} must be a positive multiple of adapter_heads "
                              f"{self.adapter_heads}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment={self.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
 
 
 @dataclass
@@ -168,7 +157,7 @@ class MpsClip:
     def _build(self, device: str) -> MpsClipNet:
         if self._net is None:
             o = self.options
-            self._backbone = build_backbone(o.model, o.pretrained, o.checkpoint, o.init_seed, "cpu")
+            self._backbone = o.build_backbone("cpu")
             clip = self._backbone.model
             add_g2a_adapters(clip, o.variant, bottleneck=o.bottleneck, heads=o.adapter_heads,
                              ga_double_residual=o.ga_double_residual)
@@ -180,8 +169,7 @@ class MpsClip:
     def _guidance_backbone(self) -> Backbone:
         """A separate, frozen copy of the pretrained backbone: perspectives must not drift with training."""
         if self._guide is None:
-            o = self.options
-            self._guide = build_backbone(o.model, o.pretrained, o.checkpoint, o.init_seed, "cpu")
+            self._guide = self.options.build_backbone("cpu")
         return self._guide
 
     # -------------------------------------------------------------------------------- perspectives
