@@ -39,7 +39,15 @@ class PluginSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec(PluginSpec):
-    """A dataset. ``factory(root: Path | None, options) -> Dataset``."""
+    """A dataset. ``factory(root: Path | None, options) -> Dataset``.
+
+    Attributes:
+        uses_data_root: False for a dataset that never reads ``root`` (e.g. one generated in memory or
+            fetched by name): the runner then warns that ``--data-root`` is ignored instead of silently
+            scoring other data than the user pointed at.
+    """
+
+    uses_data_root: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,3 +148,16 @@ class Method(Protocol):
 
     def parameter_counts(self) -> dict[str, int]:
         """``{"total": ..., "trainable": ...}`` for the efficiency columns of reports."""
+
+
+@runtime_checkable
+class ReportsWeights(Protocol):
+    """A method whose scores depend on weights loaded from somewhere (a pretrained tag, a released checkpoint).
+
+    The runner stamps what it returns into every result, so a number can be traced to the exact file that
+    produced it, by source and sha256, as model cards and leaderboards require. For a method that trains,
+    these are the weights it started from; what it trained is in its seed directory's checkpoint.
+    """
+
+    def weights_provenance(self) -> dict[str, Any]:
+        """``{"identity": ..., "source": ..., "sha256": ...}`` of the weights in use (empty when random)."""

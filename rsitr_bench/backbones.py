@@ -1,15 +1,19 @@
 """open_clip backbones, built from a name plus weights, loaded strictly and safely.
 
-Weights come from one of three places:
+Weights come from one of four places (all fetched through :mod:`rsitr_bench.hub`, which records where they came
+from and their sha256, and downloads only when they are not on this machine and the network is allowed):
 
-* ``checkpoint``: a local file (``.safetensors``, or a ``.pt``/``.pth``/``.bin`` state dict);
-* ``pretrained``: an open_clip tag (``ViT-B-32`` / ``openai``) resolved *from the local caches only*;
-* neither: random initialisation from ``init_seed`` (tiny configs for CPU tests).
+* ``checkpoint``: a local file, a hub file (``hf://OWNER/REPO/FILE[@REV]``) or a URL; ``.safetensors``, or a
+  ``.pt``/``.pth``/``.bin`` state dict;
+* ``model="hf-hub:OWNER/REPO[@REV]"``: an open_clip hub repo; its ``open_clip_config.json`` defines the
+  architecture and its weights file is loaded (``pretrained`` is ignored);
+* ``pretrained``: an open_clip pretrained tag (``ViT-B-32`` / ``openai``), fetched from its ``hf_hub`` repo or
+  its ``url``; ``synthetic-rs`` is embedded in the package and never needs the network;
+* none of them: random initialisation from ``init_seed`` (tiny configs for CPU tests).
 
 Every load is strict (a missing or unexpected key is an error listing the keys, unlike the reference
 MPS-CLIP code that silently left adapters at their initialisation) and safe (safetensors, or
-``torch.load(weights_only=True)``: no pickled code runs). A run never downloads: when weights are absent the
-error says which file to fetch and where to put it.
+``torch.load(weights_only=True)``: no pickled code runs).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 import open_clip
 import torch
 
+from rsitr_bench.checkpoints import get_entry, is_catalog_name, resolve_backbone, resolve_checkpoint
 from rsitr_bench.errors import CheckpointError, UserError
+from rsitr_bench.hub import FetchedFile, RemoteFileMissing, fetch, fetch_hf_file, offline, parse_weight_source
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered_configs = False
@@ -51,6 +57,9 @@ class Backbone:
 
     Attributes:
         identity: a string that changes whenever the weights or architecture change; feature caches key on it.
+        weights_source: where the loaded weights came from (``hf://OWNER/REPO/FILE@COMMIT``, a URL or an
+            absolute path), for run provenance; None for a random initialisation.
+        weights_sha256: sha256 of the loaded weights file; None for a random initialisation.
     """
 
     model: torch.nn.Module
@@ -58,6 +67,8 @@ class Backbone:
     tokenizer: Any
     identity: str
     image_size: int
+    weights_source: str | None = None
+    weights_sha256: str | None = None
 
 
 @dataclass
@@ -65,11 +76,13 @@ class BackboneOptions:
     """The backbone fields every CLIP-based method declares.
 
     Attributes:
-        model: an open_clip model name (``ViT-B-32``, ``RN50``, ...) or rsitr-bench's ``rsitr-tiny``.
-        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), found in local caches;
-            ``synthetic-rs`` is rsitr-bench's embedded ``rsitr-tiny`` weights (see
+        model: an open_clip model name (``ViT-B-32``, ``RN50``, ...), rsitr-bench's ``rsitr-tiny``, or an open_clip
+            hub repo ``hf-hub:OWNER/REPO[@REV]`` (config and weights from the repo; ``pretrained`` is ignored).
+        pretrained: an open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``), fetched into the Hugging Face
+            cache unless already there; ``synthetic-rs`` is rsitr-bench's embedded ``rsitr-tiny`` weights (see
             scripts/train_embedded_backbone.py). None means random initialisation from ``init_seed``.
-        checkpoint: a local weights file; takes precedence over ``pretrained``.
+        checkpoint: a weights file: a local path, ``hf://OWNER/REPO/FILE[@REV]`` or a URL; takes precedence over
+            ``pretrained``.
         init_seed: seed of the random initialisation when neither weights source is given.
     """
 
@@ -94,36 +107,65 @@ def build_backbone(model_name: str, pretrained: str | None = None, checkpoint: s
                    init_seed: int = 0, device: str = "cpu") -> Backbone:
     """Create an open_clip model and load its weights (see the module docstring for the sources)."""
     register_model_configs()
-    if model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
+    hub_repo = parse_weight_source(model_name) if model_name.startswith("hf-hub:") else None
+    if hub_repo is None and model_name not in open_clip.list_models():
         raise UserError(f"Unknown open_clip model {model_name!r}. Use one of open_clip.list_models() "
-                        f"(e.g. ViT-B-32, RN50) or rsitr-bench's own 'rsitr-tiny'.")
+                        f"(e.g. ViT-B-32, RN50), rsitr-bench's own 'rsitr-tiny', or an open_clip hub repo "
+                        f"hf-hub:OWNER/REPO.")
     quick_gelu = False
-    weights: Path | None = None
-    if checkpoint is not None:
-        weights = Path(checkpoint).expanduser()
-        if not weights.is_file():
-            raise CheckpointError(f"Checkpoint file {weights} does not exist. Check the path given as "
-                                  f"method.checkpoint, or drop it to use the model's pretrained tag.")
+    weights: FetchedFile | None = None
+    create_name = model_name
+    if hub_repo is not None:
+        assert hub_repo.repo_id is not None
+        config = fetch_hf_file(hub_repo.repo_id, "open_clip_config.json", revision=hub_repo.revision,
+                               what=f"the open_clip config of {model_name}")
+        create_name = f"local-dir:{config.path.parent}"  # the snapshot folder: open_clip reads the config there
+    if checkpoint is not None and is_catalog_name(str(checkpoint)):
+        weights, quick_gelu = resolve_backbone(str(checkpoint), model_name)
+    elif checkpoint is not None:
+        weights = resolve_weights_file(str(checkpoint))
+    elif hub_repo is not None:
+        assert hub_repo.repo_id is not None
+        weights = _fetch_first(hub_repo.repo_id, HF_WEIGHT_FILES, hub_repo.revision, f"the weights of {model_name}")
+    elif pretrained and is_catalog_name(pretrained):
+        weights, quick_gelu = resolve_backbone(pretrained, model_name)
     elif pretrained:
         weights, quick_gelu = resolve_pretrained(model_name, pretrained)
 
     torch.manual_seed(init_seed)
-    with _quiet_random_init_warning():
+    with quiet_random_init_warning():
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
+            create_name, pretrained=None, load_weights=False, force_quick_gelu=quick_gelu, device="cpu")
     if weights is not None:
-        load_state_dict_strict(model, read_state_dict(weights), source=str(weights))
-        identity = f"{model_name}|quick_gelu={quick_gelu}|sha256={file_sha256(weights)}"
+        load_state_dict_strict(model, read_state_dict(weights.path), source=weights.source)
+        identity = f"{model_name}|quick_gelu={quick_gelu}|sha256={weights.sha256}"
     else:
         identity = f"{model_name}|random-init|seed={init_seed}"
     model.eval().to(device)
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = open_clip.get_tokenizer(create_name)
     size = model.visual.image_size
-    return Backbone(model, preprocess, tokenizer, identity, size[0] if isinstance(size, tuple) else int(size))
+    return Backbone(model, preprocess, tokenizer, identity, size[0] if isinstance(size, tuple) else int(size),
+                    weights_source=weights.source if weights else None,
+                    weights_sha256=weights.sha256 if weights else None)
+
+
+def weights_provenance(backbone: Backbone | None) -> dict[str, Any]:
+    """What a result records about the weights that produced it (see :class:`rsitr_bench.api.ReportsWeights`)."""
+    if backbone is None:
+        return {}
+    return {"identity": backbone.identity, "source": backbone.weights_source, "sha256": backbone.weights_sha256}
+
+
+def resolve_weights_file(spec: str) -> FetchedFile:
+    """The weights file ``spec`` names (a catalog name, local path, ``hf://`` file or URL), fetched if needed and
+    hashed; a catalog entry's expected sha256 is checked."""
+    if is_catalog_name(spec):
+        return resolve_checkpoint(get_entry(spec))
+    return fetch(spec, what=f"the checkpoint {spec} (method.checkpoint)")
 
 
 @contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
+def quiet_random_init_warning() -> Iterator[None]:
     """open_clip warns "initialized randomly" whenever it loads no weights itself; ours come just after."""
 
     def keep(record: logging.LogRecord) -> bool:
@@ -137,38 +179,42 @@ def _quiet_random_init_warning() -> Iterator[None]:
         root.removeFilter(keep)
 
 
-def resolve_pretrained(model_name: str, tag: str) -> tuple[Path, bool]:
-    """Find the weights of an open_clip pretrained tag in the local caches, without any network access."""
+def resolve_pretrained(model_name: str, tag: str) -> tuple[FetchedFile, bool]:
+    """The weights of an open_clip pretrained tag (embedded, cached, or downloaded) and its quick_gelu flag."""
     embedded = EMBEDDED_WEIGHTS / f"{model_name}-{tag}.safetensors"
     if embedded.is_file():
-        return embedded, False
+        return fetch(str(embedded), what=f"the embedded {model_name} / {tag} weights"), False
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         raise UserError(f"open_clip has no pretrained tag {tag!r} for {model_name}. Known tags: "
-                        f"{', '.join(tags) or '(none)'}; or pass a local file as method.checkpoint.")
+                        f"{', '.join(tags) or '(none)'}; or pass a weights file as method.checkpoint.")
     quick_gelu = bool(cfg.get("quick_gelu", False))
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        repo_id, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        from huggingface_hub import try_to_load_from_cache
+    label = f"the {model_name} / {tag} weights"
+    if hub := cfg.get("hf_hub", ""):
+        repo_id, filename = (hub.rstrip("/"), "") if hub.endswith("/") else os.path.split(hub)
+        return _fetch_first(repo_id, (filename,) if filename else HF_WEIGHT_FILES, None, label), quick_gelu
+    if url := cfg.get("url", ""):
+        return fetch(url, what=label), quick_gelu
+    raise UserError(f"open_clip names no download for {model_name} / {tag}; pass a weights file as "
+                    f"method.checkpoint.")
 
-        for name in ([filename] if filename else list(HF_WEIGHT_FILES)):
-            found = try_to_load_from_cache(repo_id, name)
-            if isinstance(found, str):
-                return Path(found), quick_gelu
-        hint = (f"download https://huggingface.co/{repo_id}/resolve/main/{filename or HF_WEIGHT_FILES[0]} "
-                f"(or run `huggingface-cli download {repo_id} {filename or HF_WEIGHT_FILES[0]}` on a machine "
-                f"with network access and copy the Hugging Face cache)")
-    else:
-        url = cfg.get("url", "")
-        local = Path("~/.cache/clip").expanduser() / os.path.basename(url)
-        if local.is_file():
-            return local, quick_gelu
-        hint = f"download {url} into {local.parent}"
-    raise CheckpointError(
-        f"The weights of {model_name} / {tag} are not on this machine, and rsitr-bench never downloads during "
-        f"a run. To use them, {hint}; or save them anywhere and pass --set method.checkpoint=PATH.")
+
+def _fetch_first(repo_id: str, names: tuple[str, ...], revision: str | None, label: str) -> FetchedFile:
+    """The first of ``names`` the repo has (open_clip repos hold safetensors, a .bin, or both).
+
+    Offline, a miss on every name reports the first (preferred) one, which is the file to download.
+    """
+    first: CheckpointError | None = None
+    for name in names:
+        try:
+            return fetch_hf_file(repo_id, name, revision=revision, what=label)
+        except CheckpointError as exc:
+            if not (isinstance(exc, RemoteFileMissing) or offline()):
+                raise
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -18,45 +20,67 @@ from typing import Any
 from tabulate import tabulate
 
 from rsitr_bench import __version__
+from rsitr_bench.cli_list import LIST_TARGETS, print_list_target
 from rsitr_bench.config import assemble_tree, build_section, resolve_config
 from rsitr_bench.errors import UserError
 from rsitr_bench.paths import registry_dir
 from rsitr_bench.plugins import KINDS, PluginHost, build_plugin_host
-from rsitr_bench.registry import Registry
+from rsitr_bench.registry import NoRegistryError, Registry
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(top: bool = False) -> argparse.ArgumentParser:
+    """The global options, accepted before and after the sub-command.
+
+    Only the top-level parser sets their defaults: a sub-command parser that also did would overwrite a value
+    given before the sub-command (``rsitr-bench --registry X runs ls``) with its own default.
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--no-plugin", action="append", default=[], metavar="NAME",
+    common.add_argument("--no-plugin", action="append", default=[] if top else argparse.SUPPRESS, metavar="NAME",
                         help="do not load the plugin NAME (repeatable); see `rsitr-bench list plugins`")
-    common.add_argument("--registry", type=Path, default=None,
+    common.add_argument("--registry", type=Path, default=None if top else argparse.SUPPRESS,
                         help="run registry directory (default: $RSITR_BENCH_HOME/runs)")
     return common
 
 
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that configure one run, shared by ``run`` and ``eval``."""
+    add = parser.add_argument
+    add("--method", help="method name (see `rsitr-bench list methods`)")
+    add("--dataset", help="dataset name (default: the embedded synthetic-rs)")
+    add("--data-root", help="directory holding the dataset")
+    add("--format", dest="data_format",
+        help="force an annotation format (karpathy, finetune, precomp, csv, coco, nwpu-json, lines)")
+    add("--config", type=Path, help="YAML run configuration")
+    add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="dotted override, e.g. --set train.lr=4e-5 (repeatable)")
+    add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std over them)")
+    add("--device", help="auto, cpu, cuda, cuda:1 or mps")
+    add("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_tree(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration tree of ``run`` / ``eval``: YAML file, then flags, then ``--set`` overrides."""
+    flags = [(args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]),
+             (args.data_root, ["data", "root"]), (args.data_format, ["dataset", "format"]),
+             (args.seeds, ["run", "seeds"]), (args.device, ["run", "device"]),
+             (False if args.no_progress else None, ["run", "progress"]),
+             (getattr(args, "checkpoint", None), ["method", "checkpoint"])]
+    return assemble_tree(args.config, flags, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(prog="rsitr-bench", parents=[common],
+    parser = argparse.ArgumentParser(prog="rsitr-bench", parents=[_common(top=True)],
                                      description="Benchmark harness for remote-sensing image-text retrieval.")
     parser.add_argument("--version", action="version", version=f"rsitr-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run a method on a dataset and record the result")
-    run.add_argument("--method", help="method name (see `rsitr-bench list methods`)")
-    run.add_argument("--dataset", help="dataset name (default: the embedded synthetic-rs)")
-    run.add_argument("--data-root", help="directory holding the dataset")
-    run.add_argument("--format", dest="data_format",
-                     help="force an annotation format (karpathy, finetune, precomp, csv, coco, nwpu-json, lines)")
-    run.add_argument("--config", type=Path, help="YAML run configuration")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="dotted override, e.g. --set train.lr=4e-5 (repeatable)")
-    run.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std over them)")
-    run.add_argument("--device", help="auto, cpu, cuda, cuda:1 or mps")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_flags(run)
     run.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its last finished stage")
 
     lister = sub.add_parser("list", parents=[common], help="list registered plugins")
-    lister.add_argument("what", nargs="?", default="all", choices=["all", "plugins", *KINDS])
+    lister.add_argument("what", nargs="?", default="all", choices=["all", "plugins", *KINDS, *LIST_TARGETS])
 
     runs = sub.add_parser("runs", parents=[common], help="inspect the run registry")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
@@ -70,17 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("run_ids", nargs="+")
 
     from rsitr_bench.cli_data import add_data_commands
+    from rsitr_bench.cli_eval import add_eval_commands
     from rsitr_bench.cli_guidance import add_guidance_commands
     from rsitr_bench.cli_sweep_report import add_sweep_report_commands
 
+    add_eval_commands(sub, parents=[common], add_run_flags=add_run_flags)
     add_data_commands(sub, parents=[common])
     add_guidance_commands(sub, parents=[common])
     add_sweep_report_commands(sub, parents=[common])
     return parser
 
 
-def _registry(args: argparse.Namespace) -> Registry:
-    return Registry(args.registry or registry_dir())
+def _registry(args: argparse.Namespace, create: bool = True) -> Registry:
+    """The run registry; commands that only inspect it pass ``create=False`` and never make one."""
+    return Registry(args.registry or registry_dir(), create=create)
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
@@ -100,12 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         config = runner.load_run_config(registry, args.resume, host)
     else:
-        flags = [(args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]),
-                 (args.data_root, ["data", "root"]), (args.data_format, ["dataset", "format"]),
-                 (args.seeds, ["run", "seeds"]), (args.device, ["run", "device"]),
-                 (False if args.no_progress else None, ["run", "progress"])]
-        tree = assemble_tree(args.config, flags, args.overrides)
-        config = resolve_config(tree, host)
+        config = resolve_config(_run_tree(args), host)
     outcome = runner.execute(config, host, registry, resume_id=args.resume)
     print(recall_table(outcome.metrics))
     print(f"\nrecorded as run {outcome.run_id} in {outcome.run_dir}")
@@ -113,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.what in LIST_TARGETS:
+        return print_list_target(args.what)
     host = _host(args)
     if args.what in ("all", "plugins"):
         rows = [[p.name, p.distribution, p.version, p.module] for p in host.plugins]
@@ -136,7 +160,13 @@ def _fmt_time(ts: float | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+    try:
+        registry = _registry(args, create=False)
+    except NoRegistryError:
+        if args.runs_command != "ls":
+            raise
+        print(f"no runs in {args.registry or registry_dir()}")
+        return 0
     if args.runs_command == "ls":
         rows = []
         for r in registry.list(args.method, args.dataset):
@@ -145,7 +175,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if not rows:
             print(f"no runs in {registry.root}")
             return 0
-        print(tabulate(rows, headers=["run", "created", "status", "method", "dataset", "split", "seeds", "mR"]))
+        print(tabulate(rows, headers=["run", "created", "status", "method", "dataset", "split", "seeds", "mR"],
+                       disable_numparse=True))
     elif args.runs_command == "show":
         row = registry.get(args.run_id)
         path = registry.run_dir(row.id) / "metrics.json"
@@ -193,14 +224,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep_command(args, _host(args), _registry(args))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli_eval import run_eval_command
+
+    return run_eval_command(args, _host(args), _registry(args), lambda: _run_tree(args))
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli_eval import run_leaderboard_command
+
+    flags = [(args.device, ["run", "device"]), (False if args.no_progress else None, ["run", "progress"])]
+    tree = assemble_tree(None, flags, args.overrides)
+    return run_leaderboard_command(args, _host(args), _registry(args), tree)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rsitr_bench.cli_sweep_report import run_report_command
 
-    return run_report_command(args, _host(args), _registry(args))
+    return run_report_command(args, _host(args), _registry(args, create=False))
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data, "prepare": cmd_guidance,
-            "show-perspectives": cmd_guidance, "sweep": cmd_sweep, "report": cmd_report}
+            "show-perspectives": cmd_guidance, "sweep": cmd_sweep, "report": cmd_report,
+            "eval": cmd_eval, "leaderboard": cmd_leaderboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,11 +254,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="  "), file=sys.stderr)
+        print("error: " + textwrap.fill(str(exc), width=100, subsequent_indent="  ", break_on_hyphens=False),
+              file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`rsitr-bench runs ls | head`): stop quietly, as Unix tools do on SIGPIPE, and
+        # point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction,
     data = subparsers.add_parser(
         "data", parents=parents, help="inspect a dataset: statistics, image checks, differences between copies",
         description="Inspect a dataset found under --data-root. Exit code 0: all good; 1: problems found.")
-    commands = data.add_subparsers(dest="data_command", metavar="{stats,verify,diff}", required=True)
+    commands = data.add_subparsers(dest="data_command", metavar="{stats,verify,diff,fetch,packages}", required=True)
     stats = commands.add_parser("stats", parents=parents, help="per split: sizes, blank, duplicate and shared captions",
                                 description="Per split: images, captions, captions per image, blank captions, "
                                 "duplicates within an image, captions shared across images, ambiguous t2i "
@@ -62,7 +62,26 @@ def add_data_commands(subparsers: argparse._SubParsersAction,
     diff.add_argument("--other-split", metavar="NAME", help="the other copy's split (default: --split)")
     diff.add_argument("--other-dataset", metavar="NAME", help="the other copy's dataset (default: --dataset)")
     _dataset_arguments(diff, "other-")
+    _fetch_commands(commands, parents)
     return data
+
+
+def _fetch_commands(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    fetch = commands.add_parser(
+        "fetch", parents=parents, help="download a dataset package, unpack it safely and verify its splits",
+        description="Download a dataset package (see `data packages`), unpack it safely into --to DIR, and "
+        "verify the pinned split sizes through the dataset plugin. DIR only ever receives a verified copy. "
+        "HF_HUB_OFFLINE=1 (or RSITR_BENCH_OFFLINE=1) allows cached downloads only.")
+    fetch.add_argument("dataset", metavar="DATASET", help="dataset name (its default package) or a package name")
+    fetch.add_argument("--to", required=True, type=Path, metavar="DIR", help="folder for the dataset (empty or new)")
+    fetch.add_argument("--package", metavar="NAME", help="the package to fetch (default: the dataset's default)")
+    fetch.add_argument("--force", action="store_true", help="replace a non-empty DIR once the new copy is verified")
+    packages = commands.add_parser("packages", parents=parents, help="list the data packages `data fetch` knows",
+                                   description="List the data packages: dataset, size, sources, pinned counts.")
+    for parser in (fetch, packages):
+        parser.add_argument("--catalog", action="append", default=[], type=Path, metavar="FILE",
+                            help="extra package catalog YAML (repeatable), in the format of the built-in one")
+    packages.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser, prefix: str) -> None:
@@ -105,8 +124,44 @@ def run_data_command(args: argparse.Namespace, build_dataset: BuildDataset) -> i
     Arguments:
         build_dataset: ``(name, data_root, options) -> Dataset``, the caller's dataset resolver.
     """
-    commands = {"stats": _stats, "verify": _verify, "diff": _diff}
+    commands = {"stats": _stats, "verify": _verify, "diff": _diff, "fetch": _fetch, "packages": _packages}
     return commands[args.data_command](args, build_dataset)
+
+
+def _fetch(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
+    from rsitr_bench.data.fetch import fetch_dataset
+
+    report = fetch_dataset(args.dataset, args.to, force=args.force, package=args.package, catalogs=args.catalog,
+                           build_dataset=build_dataset)
+    print(tabulate([[name, s["images"], s["captions"], s["fingerprint"]["sha256"][:12]]
+                    for name, s in report.splits.items()], headers=["split", "images", "captions", "sha256"]))
+    for f in report.files:
+        print(f"{f['source']}: {f['skipped']}" if "skipped" in f else
+              f"{f['source']}: sha256 {f['sha256'][:12]}{' (downloaded)' if f['downloaded'] else ' (cached)'}")
+    if not report.verified_package:
+        print(f"note: the catalog entry of {report.package} is not verified on real bytes "
+              f"(see `rsitr-bench data packages`); the split sizes above were checked.")
+    print(f"\n{report.dataset} is in {report.root} (provenance: {report.provenance.name}); use "
+          f"--dataset {report.dataset} --data-root {report.root}")
+    return 0
+
+
+def _packages(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
+    from rsitr_bench.data.packages import load_catalog
+
+    catalog = load_catalog(args.catalog)
+    if args.json:
+        print(json.dumps([{"name": p.name, "dataset": p.dataset, "default": p.default, "title": p.title,
+                           "size_mb": p.size_mb, "verified": p.verified, "note": p.note, "licence": p.licence,
+                           "expect": p.expect, "sources": [f.source for f in p.files]}
+                          for p in catalog.packages.values()], indent=2))
+        return 0
+    rows = [[p.name + (" *" if p.default else ""), p.dataset, "?" if p.size_mb is None else f"{p.size_mb:g}",
+             "yes" if p.verified else "no", ", ".join(f"{k} {i}/{c}" for k, (i, c) in p.expect.items()), p.title]
+            for p in catalog.packages.values()]
+    print(tabulate(rows, headers=["package (* default)", "dataset", "MB", "verified", "pinned images/captions",
+                                  "title"]))
+    return 0
 
 
 def _stats(args: argparse.Namespace, build_dataset: BuildDataset) -> int:

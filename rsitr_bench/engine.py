@@ -56,6 +56,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -78,9 +79,11 @@ from rsitr_bench.errors import CheckpointError, ConfigError
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 SELECT_CHOICES = ("val", "test")
+KEEP_CHOICES = ("best", "last", "none")
+CHECKPOINT_DIR = "checkpoints"  # under the run context's run_dir (a seed's directory)
 NON_COMPLIANT_TEST_SELECTION = "test (non-compliant)"
 # Config fields that may change between an interrupted run and its resumption.
-_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best")
+_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best", "keep_checkpoints")
 
 
 @dataclass
@@ -101,6 +104,9 @@ class TrainConfig:
         checkpoint_every: also checkpoint every N optimiser steps (0: at epoch ends only).
         resume: continue from ``<run_dir>/checkpoints/last`` when it exists.
         restore_best: load the best epoch's weights into the model when ``fit`` returns.
+        keep_checkpoints: what stays on disk once the seed has its result (see :func:`prune_checkpoints`):
+            ``best`` (the selected weights), ``last`` (weights and optimiser state of the last step) or
+            ``none``. Until then both are kept, so an unfinished seed resumes.
     """
 
     lr: float = 4e-5
@@ -120,6 +126,39 @@ class TrainConfig:
     checkpoint_every: int = 0
     resume: bool = True
     restore_best: bool = True
+    keep_checkpoints: str = "best"
+
+    def validate(self) -> None:
+        """Range checks, run when the ``train`` section is read and again by :class:`Engine`.
+
+        Without them ``epochs=-1`` trains nothing and is still recorded as a compliant result, and a negative
+        ``lr`` trains away from the objective without a word.
+        """
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs}: a training run needs at least 1 epoch (to score a method "
+                             f"without training it, use `rsitr-bench eval`)")
+        problems = [
+            (self.lr > 0, f"lr={self.lr}: must be positive"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size}: must be at least 1"),
+            (self.micro_batch_size is None or self.micro_batch_size >= 1,
+             f"micro_batch_size={self.micro_batch_size}: must be at least 1 (or null: the whole per-rank batch)"),
+            (0 <= self.warmup <= 1, f"warmup={self.warmup}: a fraction of all steps, from 0 to 1"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay}: must not be negative"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+             f"betas={list(self.betas)}: two values in [0, 1)"),
+            (self.eps > 0, f"eps={self.eps}: must be positive"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip={self.grad_clip}: must be positive (or null)"),
+            (self.checkpoint_every >= 0, f"checkpoint_every={self.checkpoint_every}: must not be negative "
+                                         f"(0: at epoch ends only)"),
+            (self.amp in AMP_CHOICES, f"amp={self.amp!r} is not one of {', '.join(AMP_CHOICES)}"),
+            (self.select_on in SELECT_CHOICES,
+             f"select_on={self.select_on!r}; choose 'val' ('test': legacy runs only)"),
+            (self.keep_checkpoints in KEEP_CHOICES,
+             f"keep_checkpoints={self.keep_checkpoints!r} is not one of {', '.join(KEEP_CHOICES)}"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -145,6 +184,7 @@ class TrainSummary:
     steps: int
     epochs: int
     trainable_params: int
+    select_metric: str = "mR"
     history: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     amp: str = "off"
@@ -334,6 +374,28 @@ def _file_step(path: Path) -> str | None:
         return (fh.metadata() or {}).get("step")
 
 
+def prune_checkpoints(run_dir: Path, keep: str) -> list[Path]:
+    """Delete the checkpoints of ``run_dir`` that ``keep`` (``TrainConfig.keep_checkpoints``) does not keep.
+
+    The runner calls this once a seed's result is written, not when ``fit`` returns: until the seed is
+    scored, ``last`` is what an interrupted seed resumes from. Both together take tens of MB per seed
+    (optimiser moments are twice the trainable weights), which a finished run rarely needs.
+    Returns the folders removed.
+    """
+    if keep not in KEEP_CHOICES:
+        raise ConfigError(f"keep_checkpoints={keep!r} is not one of {', '.join(KEEP_CHOICES)}")
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    removed = []
+    for name in ("best", "last"):
+        path = folder / name
+        if name != keep and path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
+
+
 # ----------------------------------------------------------------------------------------------- engine
 
 
@@ -365,8 +427,10 @@ class Engine:
     def __init__(self, config: TrainConfig, ctx: RunContext):
         self.config = config
         self.ctx = ctx
-        if config.select_on not in SELECT_CHOICES:
-            raise ConfigError(f"select_on={config.select_on!r}; choose 'val' ('test': legacy runs only)")
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise ConfigError(f"Invalid train configuration: {exc}") from None
         self.rank, self.world_size = self._init_distributed(config, ctx)
         name = config.device if config.device != "auto" else (ctx.device or "auto")
         self.device = resolve_device(name)
@@ -385,7 +449,7 @@ class Engine:
             raise ConfigError(f"micro_batch_size={self.micro_batch_size} does not divide the per-rank batch "
                               f"{per_rank} (= batch_size {config.batch_size} / {self.world_size} ranks)")
         self.accumulation = per_rank // self.micro_batch_size
-        self.checkpoint_dir = Path(ctx.run_dir) / "checkpoints"
+        self.checkpoint_dir = Path(ctx.run_dir) / CHECKPOINT_DIR
         self._rng = _RNG(self.device)
 
     @staticmethod
@@ -471,7 +535,8 @@ class Engine:
         return TrainSummary(
             best_epoch=state["best_epoch"], best_score=state["best_score"],
             best_val=dict(state["best_metrics"]), selection=selection, steps=state["global_step"],
-            epochs=cfg.epochs, trainable_params=sum(p.numel() for p in run.params), history=state["history"],
+            epochs=cfg.epochs, select_metric=cfg.select_metric, trainable_params=sum(p.numel() for p in run.params),
+            history=state["history"],
             device=str(self.device), amp=amp,
             world_size=self.world_size, batch_size=cfg.batch_size, micro_batch_size=self.micro_batch_size,
             accumulation=self.accumulation, resumed_from_step=resumed_from,

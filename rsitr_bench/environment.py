@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rsitr_bench.errors import UserError
+
 PACKAGES = ("rsitr-bench", "torch", "torchvision", "open_clip_torch", "transformers", "numpy", "pillow",
             "pluggy", "optuna", "safetensors", "segment-geospatial")
 
@@ -34,17 +36,47 @@ def git_sha(path: Path) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def resolve_device(requested: str) -> str:
-    """``auto`` picks cuda, then mps, then cpu."""
+def available_devices() -> list[str]:
+    """The ``--device`` values this machine can run on, besides ``auto``."""
     import torch
 
-    if requested != "auto":
-        return requested
+    devices = ["cpu"]
     if torch.cuda.is_available():
-        return "cuda"
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+        devices.append("mps")
+    return devices
+
+
+def _why_missing(requested: str) -> str:
+    import torch
+
+    if requested.startswith("cuda"):
+        if torch.version.cuda is None:
+            return f" (this torch {torch.__version__} is built without CUDA)"
+        if torch.cuda.is_available():
+            return f" (torch sees {torch.cuda.device_count()} CUDA device(s))"
+        return " (torch finds no CUDA GPU)"
+    if requested.startswith("mps"):
+        return " (Apple's MPS backend is not available)"
+    return " (not a device name)"
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; any other name must be a device this machine has.
+
+    The runner checks the device before it creates a run, so a typo (``gpu``) or a missing GPU is one
+    paragraph saying what to pass, not a torch traceback halfway through a run that is then left ``failed``.
+    """
+    devices = available_devices()
+    if requested == "auto":
+        return "cuda" if "cuda" in devices else "mps" if "mps" in devices else "cpu"
+    if requested not in devices:
+        best = devices[1] if len(devices) > 1 else "cpu"
+        raise UserError(f"Device {requested!r} is not available here{_why_missing(requested)}. Devices on this "
+                        f"machine: auto, {', '.join(devices)}. Pass --device {best} (or --device auto, which "
+                        f"picks the best of them).")
+    return requested
 
 
 def capture_environment(device: str, plugins: list[dict[str, str]]) -> dict[str, Any]:

@@ -35,3 +35,7 @@ class CheckpointError(UserError):
 
 class DataError(UserError):
     """A dataset file is missing or malformed. The message names the file and the record."""
+
+
+class NetworkError(UserError):
+    """A download could not reach its server; the message says what to fetch elsewhere and where to put it."""

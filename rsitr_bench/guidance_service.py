@@ -172,6 +172,10 @@ class GuidanceService:
         provider, kw_options = self._plugin("keywords", keywords, keyword_options, env)
         gen, gen_options = self._plugin("perspectives", generator, generator_options, env)
         uses_keywords = getattr(gen, "uses_keywords", True)
+        # A generator whose output derives from each item's own captions (``precomputed``: the published
+        # sub-images) says so; its val/test gallery items are recorded as leaked, from the cache or not, and
+        # its cache entries are keyed by the item's name too (two images with equal pixels have other nouns).
+        own_captions = bool(getattr(gen, "derived_from_own_captions", False))
         gen_identity = getattr(gen, "identity", None) or digest(generator, dataclasses.asdict(gen_options))
         cache = PerspectiveCache(self.cache_dir, env.counters)
 
@@ -185,6 +189,8 @@ class GuidanceService:
         for index in bar:
             item = contexts[index]
             env.counters["items"] += 1
+            if own_captions and not item.exposes_captions:
+                self.audit.record(f"{item.dataset}/{item.split} image {index} ({item.image_name})", True, True)
             try:
                 raw = provider.keywords(item)
             except CaptionAccessRefused as exc:
@@ -199,7 +205,8 @@ class GuidanceService:
                 env.counters["no_keywords"] += 1
             found: list[Perspective] = []
             if kws or not uses_keywords:
-                found = self._perspectives_of(item, kws if uses_keywords else [], gen, gen_identity, cache,
+                identity = digest(gen_identity, item.image_name) if own_captions else gen_identity
+                found = self._perspectives_of(item, kws if uses_keywords else [], gen, identity, cache,
                                               env.counters, max_per_image)
             if not with_masks:
                 found = [dataclasses.replace(p, mask=None) for p in found]

@@ -98,11 +98,25 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-class Registry:
-    """Run directories plus their SQLite index."""
+class NoRegistryError(UserError):
+    """A read-only command was pointed at a directory that holds no run registry."""
 
-    def __init__(self, root: Path):
+
+class Registry:
+    """Run directories plus their SQLite index.
+
+    ``create=False`` opens an existing registry only: commands that just read it (``runs ls``, ``runs show``,
+    ``report``) must not leave an empty registry behind wherever a mistyped ``--registry`` points.
+    """
+
+    def __init__(self, root: Path, create: bool = True):
         self.root = Path(root).expanduser()
+        if not create:
+            if not (self.root / INDEX_NAME).is_file():
+                raise NoRegistryError(f"There is no run registry at {self.root} (no {INDEX_NAME} there). Pass "
+                                      f"--registry DIR with the directory your runs were recorded in, or set "
+                                      f"RSITR_BENCH_HOME; `rsitr-bench run` creates a registry.")
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}"
@@ -183,9 +197,15 @@ class Registry:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
-                matches = db.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",)).fetchall()
+                matches = db.execute("SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created",
+                                     (len(run_id), run_id)).fetchall()
                 if len(matches) == 1:
                     row = matches[0]
+                elif len(matches) > 1:
+                    shown = ", ".join(m[0] for m in matches[:10])
+                    more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+                    raise UserError(f"Run id {run_id!r} is an ambiguous prefix: {shown}{more}. Give more of "
+                                    f"the id.")
         if row is None:
             raise UserError(f"No run {run_id!r} in the registry at {self.root}. `rsitr-bench runs ls` lists the "
                             f"runs there (use --registry if they were recorded elsewhere).")

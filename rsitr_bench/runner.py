@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from rsitr_bench import metrics as M
-from rsitr_bench.api import RunContext
+from rsitr_bench.api import ReportsWeights, RunContext
 from rsitr_bench.atomic import write_atomic, write_json_atomic, write_text_atomic
 from rsitr_bench.config import RunConfig, resolve_config
 from rsitr_bench.data.model import Split
@@ -120,7 +120,7 @@ ValidationCallback = Callable[[int, Mapping[str, float]], None]
 
 def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None,
             tags: dict[str, Any] | None = None, on_validation: ValidationCallback | None = None,
-            target: str = "test") -> RunOutcome:
+            target: str = "test", fit: bool = True) -> RunOutcome:
     """Run (or resume) a configured run and record it in the registry.
 
     Arguments:
@@ -129,13 +129,20 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
             method requests (sweeps report these to Optuna, whose pruner may raise to stop the trial).
         target: the split role that is scored and recorded: ``test`` (the default, sealed and scored once
             per seed) or ``val`` (sweep trials: the test split is never loaded).
+        fit: False scores the method as configured (e.g. a released checkpoint) without training it, so
+            neither train nor val is loaded; the result says ``evaluation_only`` and ``selection: none``.
     """
     if target not in ("test", "val"):
         raise ValueError(f"target must be 'test' or 'val', got {target!r}")
     method_reg = host.get("methods", config.method)
     trainable = getattr(method_reg.spec, "train_options", None) is not None
+    device = resolve_device(config.run.device)  # before anything is recorded: a missing GPU leaves no run
+    if resume_id:
+        fit = not bool(registry.get(resume_id).tag_dict.get("evaluation_only"))
+    elif not fit:
+        tags = {**(tags or {}), "evaluation_only": True}
     started = time.time()
-    splits = load_splits(config, host, trainable, target)
+    splits = load_splits(config, host, trainable and fit, target)
     scored = splits[target]
     norm = config.data.normalization
     fingerprints = {role: split.fingerprint(norm) | {"split": split.name} for role, split in splits.items()}
@@ -149,19 +156,26 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
         run_dir = registry.create(run_id, config.method, config.dataset, scored.name,
                                   fingerprints[target]["sha256"], config.run.seeds, tags)
         write_text_atomic(run_dir / "config.yaml", config.to_yaml())
-    device = resolve_device(config.run.device)
     plugins = [{"name": p.name, "distribution": p.distribution, "version": p.version} for p in host.plugins]
     write_json_atomic(run_dir / "environment.json", capture_environment(device, plugins))
     log = _run_logger(run_dir, run_id)
     try:
+        if config.data.root and not host.get("datasets", config.dataset).spec.uses_data_root:
+            log.warning("dataset %s does not read a data root: data.root (--data-root) %s is ignored",
+                        config.dataset, config.data.root)
         log.info("%s run %s: method %s on %s/%s (%d images, %d captions), seeds %s, device %s",
                  "Resuming" if resume_id else "Starting", run_id, config.method, config.dataset, scored.name,
                  scored.n_images, scored.n_captions, config.run.seeds, device)
         per_seed = {}
         for seed in config.run.seeds:
             per_seed[seed] = _run_seed(config, host, method_reg.spec, splits, target, seed, run_dir, device,
-                                       log, on_validation)
-        result = _aggregate(config, run_id, per_seed, fingerprints, target, time.time() - started)
+                                       log, on_validation, fit)
+        result = _aggregate(config, run_id, per_seed, fingerprints, target, time.time() - started, fit)
+        if result["saturated_ks"]:
+            log.warning("%s: these recalls are 100 %% by construction, since k is not smaller than the gallery; "
+                        "lower eval.ks or score a larger split", "; ".join(
+                            f"{d} R@{','.join(map(str, v['ks']))} over {v['gallery']} candidates"
+                            for d, v in result["saturated_ks"].items()))
         write_json_atomic(run_dir / "metrics.json", result)
         registry.finish(run_id, result)
         log.info("Run %s finished: mR %.2f", run_id, result["summary"]["mR"]["mean"])
@@ -188,7 +202,7 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
 
 def _run_seed(config: RunConfig, host: PluginHost, spec: Any, splits: dict[str, Split], target: str, seed: int,
               run_dir: Path, device: str, log: logging.Logger,
-              on_validation: ValidationCallback | None) -> dict[str, Any]:
+              on_validation: ValidationCallback | None, fit: bool = True) -> dict[str, Any]:
     seed_dir = run_dir / "seeds" / str(seed)
     done = seed_dir / "metrics.json"
     if done.is_file():
@@ -224,7 +238,11 @@ def _run_seed(config: RunConfig, host: PluginHost, spec: Any, splits: dict[str, 
     # Legacy reproduction only: selecting on test hands the test split to fit as "validation" and the
     # result is stamped non-compliant by the method's fit summary.
     val = test if select_on == "test" and test is not None else splits.get("val")
-    fit_summary = dict(method.fit(splits.get("train"), val, ctx) or {})
+    if fit:
+        fit_summary = dict(method.fit(splits.get("train"), val, ctx) or {})
+    else:
+        log.info("Evaluation only: %s is scored as configured, without training", config.method)
+        fit_summary = {"selection": "none (evaluation only)"}
     scored = splits[target]
     result = _metrics(config, scored, method.score(scored, ctx), ctx)
     ci = M.bootstrap_ci(result, n_boot=config.eval.bootstrap, seed=seed) if config.eval.bootstrap else {}
@@ -233,8 +251,10 @@ def _run_seed(config: RunConfig, host: PluginHost, spec: Any, splits: dict[str, 
         "metrics": result.metrics,
         "ci95": ci,
         "tied_queries": result.tied_queries,
+        "saturated_ks": result.saturated,
         "fit": fit_summary,
         "parameters": method.parameter_counts(),
+        "weights": method.weights_provenance() if isinstance(method, ReportsWeights) else {},
         "leakage_audit": audit.stamp(),
         "guidance_stats": dict(guidance.counters),
     }
@@ -244,6 +264,11 @@ def _run_seed(config: RunConfig, host: PluginHost, spec: Any, splits: dict[str, 
         arrays[f"t2i_hits@{k}"] = result.t2i_hits[k]
     write_atomic(seed_dir / "ranks.npz", lambda fh: np.savez_compressed(fh, **arrays))
     write_json_atomic(done, record)
+    keep = getattr(config.train, "keep_checkpoints", None)
+    if keep:  # only now: an unfinished seed resumes from its checkpoints
+        from rsitr_bench.engine import prune_checkpoints
+
+        prune_checkpoints(seed_dir, keep)
     log.info("Seed %d: mR %.2f", seed, result.metrics["mR"])
     return record
 
@@ -254,7 +279,7 @@ def _metrics(config: RunConfig, split: Split, similarity: np.ndarray, ctx: RunCo
 
 
 def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any]],
-               fingerprints: dict[str, dict], target: str, wall_time: float) -> dict[str, Any]:
+               fingerprints: dict[str, dict], target: str, wall_time: float, fit: bool = True) -> dict[str, Any]:
     first = per_seed[config.run.seeds[0]]
     selections = {str(r["fit"].get("selection", "none (zero-shot)")) for r in per_seed.values()}
     selection = selections.pop() if len(selections) == 1 else "mixed: " + ", ".join(sorted(selections))
@@ -275,6 +300,7 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
         "protocol": config.eval.protocol,
         "ties": config.eval.ties,
         "ks": list(config.eval.ks),
+        "saturated_ks": first.get("saturated_ks", {}),
         "text_normalization": config.data.normalization,
         "prompt_prefix": config.data.prompt_prefix,
         "seeds": list(config.run.seeds),
@@ -282,6 +308,8 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
         "per_seed": {str(s): per_seed[s] for s in config.run.seeds},
         "fingerprints": fingerprints,
         "parameters": first["parameters"],
+        "weights": first.get("weights", {}),
+        "evaluation_only": not fit,
         "selection": selection,
         "leakage_audit": audit,
         "compliance": {"compliant": not reasons, "reasons": reasons},

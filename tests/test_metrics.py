@@ -271,6 +271,7 @@ def test_documented_worked_example(ties):
         "tied_queries": {"i2t": 0, "t2i": 2},
         "ks": [1, 2],
         "n_queries": {"i2t": 2, "t2i": 4},
+        "saturated_ks": {"t2i": {"gallery": 2, "ks": [2]}},  # R@2 over 2 images: 100 by construction
     }
     json.dumps(res.to_dict())
 

@@ -277,7 +277,7 @@ def test_cli_sweep_flags_and_worker_command_line(tmp_path):
     from rsitr_bench.cli_sweep_report import add_sweep_report_commands, run_sweep_command, worker_argv
 
     common = _common()
-    parser = argparse.ArgumentParser(parents=[common])
+    parser = argparse.ArgumentParser(parents=[_common(top=True)])
     add_sweep_report_commands(parser.add_subparsers(dest="command"), [common])
     args = parser.parse_args(["sweep", "--method", "mps-clip", "--n-trials", "4", "--gpus", "0,1",
                               "--pruner", "wilcoxon",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone
+from rsitr_bench.backbones import Backbone, weights_provenance
 from rsitr_bench.data.model import Split
 from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.methods.clip_training import (
@@ -126,6 +126,9 @@ class FullFineTune:
         params = list(self._backbone.model.parameters())
         return {"total": sum(p.numel() for p in params),
                 "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+    def weights_provenance(self) -> dict[str, Any]:
+        return weights_provenance(self._backbone)
 
 
 SPEC = MethodSpec(

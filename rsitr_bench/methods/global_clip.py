@@ -7,11 +7,12 @@ L2-normalised open_clip embeddings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone, BackboneOptions
+from rsitr_bench.backbones import Backbone, BackboneOptions, weights_provenance
 from rsitr_bench.data.model import Split
 from rsitr_bench.features import FeatureCache, encode_images, encode_texts
 
@@ -56,6 +57,9 @@ class GlobalClip:
             return {}
         total = sum(p.numel() for p in self._backbone.model.parameters())
         return {"total": total, "trainable": 0}
+
+    def weights_provenance(self) -> dict[str, Any]:
+        return weights_provenance(self._backbone)
 
 
 SPEC = MethodSpec(

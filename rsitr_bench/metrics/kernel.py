@@ -54,6 +54,8 @@ class RetrievalResult:
     from the unrounded recalls, as PIR's ``r_mean``), and mean/median 1-based rank per direction.
     ``*_hits[k]`` is each query's hit value for R@k: 0/1, or the hit probability under ``ties="expected"``.
     ``t2i_query_caption[q]`` is the caption index of t2i query q (its first occurrence under string-dedup).
+    ``gallery_sizes`` is the number of candidates per direction (captions, or distinct strings, for i2t;
+    images for t2i).
     """
 
     metrics: dict[str, float]
@@ -66,10 +68,25 @@ class RetrievalResult:
     tied_queries: dict[str, int]
     ks: tuple[int, ...]
     t2i_query_caption: np.ndarray = field(repr=False)
+    gallery_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_queries(self) -> dict[str, int]:
         return {"i2t": len(self.i2t_ranks), "t2i": len(self.t2i_ranks)}
+
+    @property
+    def saturated(self) -> dict[str, dict[str, Any]]:
+        """The directions whose gallery is not larger than some cut-off: ``{direction: {"gallery", "ks"}}``.
+
+        R@k with k >= the gallery size is 100 % by construction (e.g. R@10 over 8 test images), so it says
+        nothing about the method and inflates mR; a result that contains such a k must say so.
+        """
+        out = {}
+        for direction, size in self.gallery_sizes.items():
+            ks = [k for k in self.ks if k >= size]
+            if ks:
+                out[direction] = {"gallery": size, "ks": ks}
+        return out
 
     def hits(self, direction: str) -> dict[int, np.ndarray]:
         return self.i2t_hits if direction == "i2t" else self.t2i_hits
@@ -84,6 +101,7 @@ class RetrievalResult:
             "tied_queries": dict(self.tied_queries),
             "ks": list(self.ks),
             "n_queries": self.n_queries,
+            "saturated_ks": self.saturated,
         }
 
 
@@ -217,6 +235,7 @@ def build_result(
         tied_queries={"i2t": i2t_tied, "t2i": t2i_tied},
         ks=ks,
         t2i_query_caption=layout.query_caption,
+        gallery_sizes={"i2t": layout.n_columns, "t2i": layout.n_images},
     )
 
 

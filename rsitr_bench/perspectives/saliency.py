@@ -36,7 +36,7 @@ from rsitr_bench.perspectives.clip_ops import TokenSource
 if TYPE_CHECKING:
     from rsitr_bench.guidance_service import GuidanceEnv
 
-VERSION = 1
+VERSION = 2  # 2: keywords encoded one per forward pass (batch-independent cache entries)
 Similarity = Callable[[Backbone, Image.Image, torch.Tensor, TokenSource], np.ndarray]
 
 
@@ -133,10 +133,12 @@ class ClipSaliencyGenerator:
 
     def regions(self, image: Image.Image, keywords: list[str]) -> dict[str, Region]:
         backbone = self.env.backbone()
-        missing = [k for k in keywords if k not in self._text]
-        if missing:
-            encoded = clip_ops.encode_texts(backbone, [self.options.template.format(k) for k in missing])
-            self._text.update(zip(missing, encoded))
+        # One keyword per forward pass: a batched matmul's last bits depend on what else is in the batch, and
+        # the keywords missing here depend on which images this process saw before. Encoding each alone makes a
+        # cached region a function of (image, keyword) only, so sharded and full `prepare` runs agree bit for bit.
+        for keyword in keywords:
+            if keyword not in self._text:
+                self._text[keyword] = clip_ops.encode_texts(backbone, [self.options.template.format(keyword)])[0]
         text = torch.stack([self._text[k] for k in keywords])
         similarity = self.similarity or clip_ops.patch_text_similarity
         maps = similarity(backbone, image, text, self.options.tokens)

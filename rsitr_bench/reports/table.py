@@ -20,6 +20,43 @@ def _mean_std(summary: dict[str, dict[str, float]], key: str) -> str:
     return f"{cell['mean']:.2f} ± {cell['std']:.2f}" if cell["n"] > 1 else f"{cell['mean']:.2f}"
 
 
+def _ci_row(record: dict[str, Any], seed: int, cols: list[str]) -> list[list[str]]:
+    ci = record.get("ci95") or {}
+    return [[f"95% CI (seed {seed})"] + [f"[{ci[c][0]:.2f}, {ci[c][1]:.2f}]" for c in cols]] if ci else []
+
+
+def _selected_epoch(fit: dict[str, Any]) -> str | None:
+    """``selected epoch 3 of 5 on validation mR 47.12`` for a trained seed; None when nothing was trained."""
+    train = fit.get("train") or {}
+    if fit.get("best_epoch") is None or "epochs" not in train:
+        return None
+    text = f"selected epoch {fit['best_epoch']} of {train['epochs']}"
+    if train.get("best_score") is None:
+        return f"{text} ({fit.get('selection')})"
+    where = "validation" if fit.get("selection") == "val" else fit.get("selection")
+    return f"{text} on {where} {train.get('select_metric', 'mR')} {train['best_score']:.2f}"
+
+
+def _notes(result: dict[str, Any], cols: list[str]) -> list[str]:
+    """What a reader of the numbers needs: the epoch each seed kept, why a spread is zero, which recalls are
+    100 by construction, and what the intervals are."""
+    seeds = result["seeds"]
+    records = [result["per_seed"][str(s)] for s in seeds]
+    notes = []
+    for seed, record in zip(seeds, records, strict=True):
+        selected = _selected_epoch(record.get("fit") or {})
+        if selected:
+            notes.append(f"seed {seed}: {selected}" if len(seeds) > 1 else selected)
+    if len(seeds) > 1 and all(r["metrics"][c] == records[0]["metrics"][c] for r in records for c in cols):
+        notes.append("deterministic method: seeds do not change the result (hence ± 0.00)")
+    for direction, info in (result.get("saturated_ks") or {}).items():
+        notes.append(f"{direction} R@{','.join(map(str, info['ks']))}: k is not smaller than the gallery "
+                     f"({info['gallery']} candidates), so 100 by construction")
+    if len(seeds) > 1 and any(r.get("ci95") for r in records):
+        notes.append("95% CI: per-query bootstrap within each seed, one interval per seed (not pooled)")
+    return notes
+
+
 def recall_table(result: dict[str, Any], fmt: str = "github") -> str:
     """Render a run's ``metrics.json`` as a declared recall table (percent, 2 decimals)."""
     cols = _columns(result["ks"])
@@ -27,13 +64,13 @@ def recall_table(result: dict[str, Any], fmt: str = "github") -> str:
     rows = []
     if len(seeds) > 1:
         for seed in seeds:
-            metrics = result["per_seed"][str(seed)]["metrics"]
-            rows.append([f"seed {seed}"] + [f"{metrics[c]:.2f}" for c in cols])
+            record = result["per_seed"][str(seed)]
+            rows.append([f"seed {seed}"] + [f"{record['metrics'][c]:.2f}" for c in cols])
+            rows += _ci_row(record, seed, cols)
     label = f"mean ± std (n={len(seeds)})" if len(seeds) > 1 else f"seed {seeds[0]}"
     rows.append([label] + [_mean_std(result["summary"], c) for c in cols])
-    ci = result["per_seed"][str(seeds[0])].get("ci95") or {}
-    if ci:
-        rows.append([f"95% CI (seed {seeds[0]})"] + [f"[{ci[c][0]:.2f}, {ci[c][1]:.2f}]" for c in cols])
+    if len(seeds) == 1:
+        rows += _ci_row(result["per_seed"][str(seeds[0])], seeds[0], cols)
     fp = result["fingerprints"][result.get("split_role", "test")]
     tied = result["per_seed"][str(seeds[0])]["tied_queries"]
     params = result.get("parameters") or {}
@@ -52,4 +89,4 @@ def recall_table(result: dict[str, Any], fmt: str = "github") -> str:
     if not compliance["compliant"]:
         header.append("NON-COMPLIANT: " + "; ".join(compliance["reasons"]))
     table = tabulate(rows, headers=["run"] + cols, tablefmt=fmt, disable_numparse=True)
-    return "\n".join(header) + "\n" + table
+    return "\n".join([*header, table, *_notes(result, cols)])

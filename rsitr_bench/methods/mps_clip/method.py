@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsitr_bench.api import RunContext
-from rsitr_bench.backbones import Backbone
+from rsitr_bench.backbones import Backbone, resolve_weights_file, weights_provenance
 from rsitr_bench.data.model import Split
 from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.errors import ConfigError
@@ -50,6 +50,13 @@ from rsitr_bench.methods.mps_clip.packing import (
     fuse_for_scoring,
     regions_or_global,
 )
+from rsitr_bench.methods.mps_clip.reference_checkpoint import (
+    ReferenceCheckpoint,
+    load_reference_weights,
+    options_for_checkpoint,
+    read_reference_checkpoint,
+    reference_backbone,
+)
 
 #: Sub-images one optimiser step may push through the encoder; beyond it a step cannot fit in memory.
 MAX_SUBIMAGES_PER_STEP = 8192
@@ -66,6 +73,8 @@ class MpsClipOptions(ClipTrainingOptions):
         bottleneck, adapter_heads: adapter width b and its attention heads (published: 128, 8).
         ga_double_residual: reproduce the reference's doubled GA residual (a bug; off).
         mpr_heads: K, the number of MPR heads (published: 4). mpr_mlp: two-layer heads.
+        mpr_without_regions: the MPR input of an image without sub-images: ``global`` (g, as HEAD) or
+            ``zero`` (r = 0, as pre-restore; set only to reproduce its checkpoints).
         train_mpr: HEAD trains the MPR; the pre-restore recipe leaves it frozen.
         loss: published loss combination, ``head`` or ``pre_restore``; lambda_mpc / lambda_mpt override
             the multi-perspective weights.
@@ -76,6 +85,9 @@ class MpsClipOptions(ClipTrainingOptions):
         crop_mode: ``crop`` (box crops) or ``masked`` (whole image, black outside the mask, as published).
         leaky_gallery: read val/test gallery captions for keywords (the published, leaky protocol). Only the
             ``mps-clip-as-published`` preset sets it; results are stamped ``fail (as published)``.
+
+    ``checkpoint`` may also be a file of the reference implementation: it is then loaded whole (adapters and
+    MPR included, see ``reference_checkpoint``), and the options it requires are set from it.
     """
 
     variant: Literal["serial", "parallel"] = "serial"
@@ -84,6 +96,7 @@ class MpsClipOptions(ClipTrainingOptions):
     ga_double_residual: bool = False
     mpr_heads: int = 4
     mpr_mlp: bool = True
+    mpr_without_regions: Literal["global", "zero"] = "global"
     train_mpr: bool = True
     loss: Literal["head", "pre_restore"] = "head"
     lambda_mpc: float | None = None
@@ -128,19 +141,28 @@ class MpsClipTrain(TrainConfig):
 class MpsClipNet(nn.Module):
     """CLIP with adapters plus the MPR: one forward pass gives every feature the loss needs."""
 
-    def __init__(self, clip: nn.Module, mpr: MPR):
+    def __init__(self, clip: nn.Module, mpr: MPR, without_regions: str = "global"):
         super().__init__()
         self.clip, self.mpr = clip, mpr
+        self.without_regions = without_regions
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         g, r, has = encode_packed(self.clip.encode_image, batch["pixels"], batch["packed"])
         text = F.normalize(self.clip.encode_text(batch["tokens"]), dim=-1)
-        return {"image": g, "text": text, "perspectives": self.mpr(regions_or_global(g, r, has)),
-                "ids": batch["ids"]}
+        # r is exactly 0 for an image without sub-images; "zero" feeds that to the MPR, as pre-restore did.
+        regions = r if self.without_regions == "zero" else regions_or_global(g, r, has)
+        return {"image": g, "text": text, "perspectives": self.mpr(regions), "ids": batch["ids"]}
 
 
 class MpsClip:
     def __init__(self, options: MpsClipOptions, train: MpsClipTrain):
+        # A reference-implementation checkpoint fixes some options (recorded in reference.info.overrides).
+        self.reference: ReferenceCheckpoint | None = None
+        if options.checkpoint:
+            weights = resolve_weights_file(options.checkpoint)
+            self.reference = read_reference_checkpoint(weights.path, source=weights.source, sha256=weights.sha256)
+        if self.reference is not None:
+            options = options_for_checkpoint(options, self.reference.info)
         self.options, self.train_config = options, train
         per_step = options.max_perspectives * train.batch_size
         if per_step > MAX_SUBIMAGES_PER_STEP:
@@ -157,19 +179,28 @@ class MpsClip:
     def _build(self, device: str) -> MpsClipNet:
         if self._net is None:
             o = self.options
-            self._backbone = o.build_backbone("cpu")
+            self._backbone = o.build_backbone("cpu") if self.reference is None else \
+                reference_backbone(o.model, self.reference)
             clip = self._backbone.model
             add_g2a_adapters(clip, o.variant, bottleneck=o.bottleneck, heads=o.adapter_heads,
                              ga_double_residual=o.ga_double_residual)
-            self._net = MpsClipNet(clip, MPR(clip.visual.output_dim, o.mpr_heads, o.mpr_mlp))
+            self._net = MpsClipNet(clip, MPR(clip.visual.output_dim, o.mpr_heads, o.mpr_mlp), o.mpr_without_regions)
+            if self.reference is not None:
+                load_reference_weights(self._net, self.reference)
             mark_trainable(self._net, train_mpr=o.train_mpr)
             self._net.to(device)
         return self._net
 
+    def network(self, device: str = "cpu") -> MpsClipNet:
+        """The model with its weights loaded, as ``fit`` and ``score`` use it (for checks outside a run)."""
+        return self._build(device)
+
     def _guidance_backbone(self) -> Backbone:
-        """A separate, frozen copy of the pretrained backbone: perspectives must not drift with training."""
+        """A separate, frozen copy of the pretrained backbone: perspectives must not drift with training.
+        From a reference checkpoint, that is its CLIP without adapters."""
         if self._guide is None:
-            self._guide = self.options.build_backbone("cpu")
+            self._guide = self.options.build_backbone("cpu") if self.reference is None else \
+                reference_backbone(self.options.model, self.reference)
         return self._guide
 
     # -------------------------------------------------------------------------------- perspectives
@@ -225,7 +256,8 @@ class MpsClip:
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
         summary = Engine(self.train_config, ctx).fit(
             net, lambda plan: CaptionBatches(train.caption_image, plan, build, o.epoch_samples), loss, evaluate)
-        return {**fit_summary(summary), "guidance_train": guidance}
+        reference = {"reference_checkpoint": self.reference.info.to_dict()} if self.reference is not None else {}
+        return {**fit_summary(summary), "guidance_train": guidance, **reference}
 
     # -------------------------------------------------------------------------------------- scoring
 
@@ -259,6 +291,10 @@ class MpsClip:
                 g, r, has = encode_packed(net.clip.encode_image, pixels.to(device), packed)
                 out.append(fuse_for_scoring(g, r, has).float().cpu())
         return torch.cat(out)
+
+    def weights_provenance(self) -> dict[str, Any]:
+        reference = {"reference_checkpoint": self.reference.info.to_dict()} if self.reference is not None else {}
+        return {**weights_provenance(self._backbone), **reference}
 
     def parameter_counts(self) -> dict[str, int]:
         if self._net is None:
