@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rsitr_bench.cli import main
-from rsitr_bench.hub import file_digest
+from rsitr_bench.cli.main import main
+from rsitr_bench.harness.hub import file_digest
 from tests.fixtures.mpsclip_reference import reference_fixture_dir, write_reference_checkpoint
 
 N_IMAGES = int(os.environ.get("RSITR_BENCH_EVAL_IMAGES", "452"))

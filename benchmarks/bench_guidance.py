@@ -6,7 +6,8 @@ or under pytest-benchmark, ``HF_HUB_OFFLINE=1 python -m pytest benchmarks/bench_
 
 Everything uses offline random-weight models (the ``rsitr-tiny`` CLIP, ``rsitr-tiny-sam``, a tiny
 GroundingDINO), so the timings measure the pipeline's overhead and call pattern on this machine, not the cost
-of real checkpoints (a real SAM ViT-B encoder alone takes ~26 s per image on a 2-core CPU, docs/install.md).
+of real checkpoints (a real SAM ViT-B encoder alone takes ~26 s per image on a 2-core CPU, measured on
+the development machine).
 
 * Heavy calls per image: detector forwards and SAM image-encoder forwards, counted by forward hooks, for
   ``samgeo`` with the GroundingDINO localizer; compared with what the reference pipeline would run on the
@@ -36,14 +37,15 @@ import torch
 
 import rsitr_bench.keywords
 import rsitr_bench.perspectives
-from rsitr_bench.backbones import build_backbone
+from rsitr_bench.api import GuidanceResult
+from rsitr_bench.clip.backbones import build_backbone
 from rsitr_bench.datasets.synthetic import SyntheticOptions, make_dataset
-from rsitr_bench.guidance import LeakageAudit
-from rsitr_bench.guidance_service import GuidanceResult, GuidanceService
+from rsitr_bench.guidance.context import LeakageAudit
+from rsitr_bench.guidance.service import GuidanceService
+from rsitr_bench.harness.plugins import build_plugin_host
 from rsitr_bench.keywords.rules import RulesOptions, build_lexicon
 from rsitr_bench.perspectives.sam_models import TINY_SAM
 from rsitr_bench.perspectives.tiny_models import build_tiny_grounding_dino
-from rsitr_bench.plugins import build_plugin_host
 
 IMAGES = int(os.environ.get("RSITR_BENCH_GUIDANCE_IMAGES", "8"))
 WORK = Path(tempfile.mkdtemp(prefix="bench-guidance-"))

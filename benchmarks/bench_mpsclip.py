@@ -26,7 +26,7 @@ import torch
 
 from rsitr_bench.methods.mps_clip.losses import MPSCLIPLoss
 from rsitr_bench.methods.mps_clip.packing import PackedPerspectives, encode_packed, encode_padded
-from tests._mpsclip_support import ToyMPSCLIP
+from tests.fixtures.mpsclip_models import ToyMPSCLIP
 
 COUNTS = [1, 5, 3, 2, 4, 3, 2, 4]  # 24 real sub-images, 40 slots when padded
 ROUNDS = {"tiny": 10, "ViT-B-32": 3}

@@ -1,3 +1,3 @@
-from rsitr_bench.cli import main
+from rsitr_bench.cli.main import main
 
 raise SystemExit(main())

@@ -5,9 +5,9 @@ mean nothing. No CLIP weights can be downloaded here, so rsitr-bench trains its 
 on a corpus generated from seed 1000 (the benchmark splits use seed 0; images are seeded by sha256 of
 (corpus seed, split, index), so the corpora cannot share an image).
 
-The exact command that produced ``rsitr_bench/weights/rsitr-tiny-synthetic.safetensors``:
+The exact command that produced ``rsitr_bench/clip/weights/rsitr-tiny-synthetic.safetensors``:
 
-    HF_HUB_OFFLINE=1 python scripts/train_embedded_backbone.py --out rsitr_bench/weights
+    HF_HUB_OFFLINE=1 python scripts/train_embedded_backbone.py --out rsitr_bench/clip/weights
 
 Training uses only the pretraining corpus: its own held-out slice is used for the progress report, and no
 benchmark split (train, val or test of seed 0) is ever read.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from rsitr_bench.backbones import EMBEDDED_TAG, build_backbone, file_sha256
+from rsitr_bench.clip.backbones import EMBEDDED_TAG, build_backbone, file_sha256
 from rsitr_bench.data.images import load_rgb
 from rsitr_bench.datasets.synthetic import SyntheticOptions, make_dataset
 from rsitr_bench.metrics import retrieval_metrics
@@ -108,7 +108,7 @@ def main() -> None:
     meta = {"model": "rsitr-tiny", "pretrain_corpus": {"dataset": "synthetic-rs", **vars(options)},
             "args": {k: str(v) for k, v in vars(args).items()}, "sha256": file_sha256(weights),
             "train_seconds": round(time.time() - start, 1),
-            "command": "HF_HUB_OFFLINE=1 python scripts/train_embedded_backbone.py --out rsitr_bench/weights"}
+            "command": "HF_HUB_OFFLINE=1 python scripts/train_embedded_backbone.py --out rsitr_bench/clip/weights"}
     (args.out / f"rsitr-tiny-{EMBEDDED_TAG}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"saved {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
 

@@ -1,4 +1,4 @@
-"""Helpers shared by tests: fake installed distributions and CLI invocation."""
+"""Helpers shared by tests: fake installed distributions, CLI invocation and the test's run registry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from rsitr_bench.harness.registry import Registry
 
 
 def make_distribution(site: Path, dist: str, module: str, source: str, entry_name: str | None = None) -> Path:
@@ -27,3 +29,8 @@ def run_cli(*args: str, extra_path: Path | None = None, env: dict | None = None,
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), full_env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "rsitr_bench", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def home_registry() -> Registry:
+    """The run registry under the test's isolated ``RSITR_BENCH_HOME`` (see tests/conftest.py)."""
+    return Registry(Path(os.environ["RSITR_BENCH_HOME"]) / "runs")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rsitr_bench.backbones import build_backbone, read_state_dict, resolve_pretrained
+from rsitr_bench.clip.backbones import build_backbone, read_state_dict, resolve_pretrained
 from rsitr_bench.errors import CheckpointError, UserError
 
 
@@ -37,7 +37,10 @@ def test_safetensors_roundtrip_is_strict_and_changes_identity(tiny, tmp_path):
 def test_torch_state_dict_with_wrapper_and_module_prefix(tiny, tmp_path):
     path = tmp_path / "w.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in tiny.model.state_dict().items()}}, path)
-    build_backbone("rsitr-tiny", checkpoint=path)
+    loaded = build_backbone("rsitr-tiny", checkpoint=path, init_seed=99)
+    for k, v in tiny.model.state_dict().items():
+        assert torch.equal(v, loaded.model.state_dict()[k]), k
+    assert "sha256=" in loaded.identity
 
 
 def test_mismatched_keys_are_listed(tiny, tmp_path):

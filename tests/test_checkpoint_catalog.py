@@ -23,7 +23,7 @@ from rsitr_bench.checkpoints import (
 )
 from rsitr_bench.errors import UserError
 
-PACKAGES = Path(__file__).resolve().parents[1] / "rsitr_bench" / "datasets" / "packages.yaml"
+PACKAGES = Path(__file__).resolve().parents[1] / "rsitr_bench" / "data" / "packages.yaml"
 REQUIRED = {
     "openai-vit-b-32": ("open_clip:ViT-B-32/openai", "ViT-B-32"),
     "laion2b-vit-b-32": ("open_clip:ViT-B-32/laion2b_s34b_b79k", "ViT-B-32"),
@@ -257,7 +257,7 @@ def test_pretrained_rows_hold_catalog_embedded_and_open_clip_weights():
 
 def test_model_rows_and_table_list_architectures_with_their_weights():
     from rsitr_bench.checkpoints.listing import model_rows
-    from rsitr_bench.cli_list import list_target_table
+    from rsitr_bench.cli.lists import list_target_table
 
     rows = {row.model: row for row in model_rows()}
     assert rows["rsitr-tiny"].open_clip_tags == "synthetic-rs"

@@ -17,23 +17,20 @@ import torch
 
 from rsitr_bench import hookimpl
 from rsitr_bench.api import DatasetSpec
-from rsitr_bench.atomic import write_json_atomic, write_text_atomic
-from rsitr_bench.cli import main
-from rsitr_bench.config import resolve_config
+from rsitr_bench.cli.main import main
 from rsitr_bench.datasets.synthetic import SyntheticOptions, make_dataset
-from rsitr_bench.engine import Engine, TrainConfig, prune_checkpoints
 from rsitr_bench.errors import ConfigError, UserError
+from rsitr_bench.harness.atomic import write_json_atomic, write_text_atomic
+from rsitr_bench.harness.config import resolve_config
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.harness.registry import Registry
 from rsitr_bench.metrics import aggregate_seeds
-from rsitr_bench.plugins import build_plugin_host
-from rsitr_bench.registry import Registry
 from rsitr_bench.reports.table import recall_table
-from tests.test_engine import run_context
+from rsitr_bench.training.engine import Engine, TrainConfig, prune_checkpoints
+from tests.fixtures.mpsclip_models import run_context
+from tests.helpers import home_registry
 
 SMALL = ["--no-progress", "--set", "dataset.n_train=8", "--set", "dataset.n_val=4", "--set", "dataset.n_test=24"]
-
-
-def _home_registry() -> Registry:
-    return Registry(Path(os.environ["RSITR_BENCH_HOME"]) / "runs")
 
 
 def _err(capsys) -> str:
@@ -61,7 +58,7 @@ def test_unavailable_device_is_one_paragraph_and_records_no_run(device, capsys):
     err = _err(capsys)
     assert f"Device '{device}' is not available here" in err and "Devices on this machine: auto, cpu" in err
     assert "Pass --device" in err and "Traceback" not in err
-    assert _home_registry().list() == []
+    assert home_registry().list() == []
 
 
 # ---------------------------------------------------------------------------- 2. training option ranges
@@ -91,7 +88,7 @@ def test_out_of_range_training_options_are_rejected_naming_the_key(method, optio
 def test_zero_epoch_run_is_refused_before_anything_is_recorded(capsys):
     assert main(["run", "--method", "full-ft", *SMALL, "--set", "train.epochs=-1"]) == 2
     assert "train configuration: epochs=-1" in _err(capsys)
-    assert _home_registry().list() == []
+    assert home_registry().list() == []
 
 
 def test_engine_checks_the_ranges_of_a_config_built_in_code(tmp_path):
@@ -211,7 +208,7 @@ def rsitr_register_datasets():
 @pytest.fixture(scope="module")
 def rootless_run(tmp_path_factory):
     """global-clip, seeds 0 and 1, on 8 test images (R@10 covers the whole image gallery), --data-root given."""
-    from rsitr_bench import runner
+    from rsitr_bench.harness import runner
 
     base = tmp_path_factory.mktemp("rootless")
     with pytest.MonkeyPatch.context() as mp:
@@ -335,9 +332,9 @@ def test_finished_seed_keeps_only_the_best_checkpoint_and_prints_its_epoch(capsy
             "--set", "eval.bootstrap=0"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    (row,) = _home_registry().list()
-    seed = json.loads((_home_registry().run_dir(row.id) / "metrics.json").read_text())["per_seed"]["0"]
+    (row,) = home_registry().list()
+    seed = json.loads((home_registry().run_dir(row.id) / "metrics.json").read_text())["per_seed"]["0"]
     score = seed["fit"]["train"]["best_score"]
     assert f"selected epoch {seed['fit']['best_epoch']} of 2 on validation mR {score:.2f}" in out
-    checkpoints = _home_registry().run_dir(row.id) / "seeds" / "0" / "checkpoints"
+    checkpoints = home_registry().run_dir(row.id) / "seeds" / "0" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best"]

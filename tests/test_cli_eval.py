@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from rsitr_bench.backbones import _CONFIG_DIR, build_backbone
-from rsitr_bench.cli import main
-from rsitr_bench.evaluation import load_eval_presets
-from rsitr_bench.registry import Registry
+from rsitr_bench.cli.main import main
+from rsitr_bench.clip.backbones import _CONFIG_DIR, build_backbone
+from rsitr_bench.harness.evaluation import load_eval_presets
+from rsitr_bench.harness.registry import Registry
 
 SMALL = ["--set", "dataset.n_train=8", "--set", "dataset.n_val=4", "--set", "dataset.n_test=24"]
 
@@ -61,7 +61,7 @@ def test_unknown_eval_preset_lists_the_known_ones(capsys):
 
 def test_shipped_eval_presets_name_catalog_checkpoints_and_registered_methods():
     from rsitr_bench.checkpoints import get_entry
-    from rsitr_bench.plugins import build_plugin_host
+    from rsitr_bench.harness.plugins import build_plugin_host
 
     host = build_plugin_host()
     presets = load_eval_presets()
@@ -84,6 +84,7 @@ def test_malformed_eval_preset_file_names_the_preset(tmp_path, text):
         load_eval_presets(path)
 
 
+@pytest.mark.slow
 def test_leaderboard_scores_every_model_on_every_dataset_and_writes_one_report(hf_hub, tmp_path, capsys):
     weights = tmp_path / "open_clip_model.safetensors"
     state = build_backbone("rsitr-tiny", pretrained=None, init_seed=5).model.state_dict()

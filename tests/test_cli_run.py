@@ -8,21 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from rsitr_bench.cli import main
-from rsitr_bench.registry import Registry
-from tests.helpers import make_distribution, run_cli
+from rsitr_bench.cli.main import main
+from tests.helpers import home_registry, make_distribution, run_cli
 
 SMALL = ["--set", "dataset.n_train=8", "--set", "dataset.n_val=4", "--set", "dataset.n_test=24"]
-
-
-def _registry() -> Registry:
-    return Registry(Path(os.environ["RSITR_BENCH_HOME"]) / "runs")
 
 
 def test_global_clip_run_records_and_reuses_cached_features(capsys):
@@ -30,9 +24,9 @@ def test_global_clip_run_records_and_reuses_cached_features(capsys):
     out = capsys.readouterr()
     assert "i2t_R@1" in out.out and "mR" in out.out and "protocol=instance" in out.out
     assert "ties=optimistic" in out.out and "normalization=none" in out.out and "95% CI" in out.out
-    (row,) = _registry().list()
+    (row,) = home_registry().list()
     assert row.status == "finished" and row.method == "global-clip" and row.dataset == "synthetic-rs"
-    run_dir = _registry().run_dir(row.id)
+    run_dir = home_registry().run_dir(row.id)
     for name in ("config.yaml", "environment.json", "metrics.json", "run.log", "seeds/0/ranks.npz"):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -47,16 +41,16 @@ def test_global_clip_run_records_and_reuses_cached_features(capsys):
     assert row.id in capsys.readouterr().out
 
     assert main(["run", "--method", "global-clip", "--no-progress", *SMALL]) == 0
-    second = max(_registry().list(), key=lambda r: r.created)
-    log = (_registry().run_dir(second.id) / "run.log").read_text()
+    second = max(home_registry().list(), key=lambda r: r.created)
+    log = (home_registry().run_dir(second.id) / "run.log").read_text()
     assert "Reusing cached image features" in log and "Reusing cached text features" in log
-    again = json.loads((_registry().run_dir(second.id) / "metrics.json").read_text())
+    again = json.loads((home_registry().run_dir(second.id) / "metrics.json").read_text())
     assert again["summary"] == metrics["summary"]
 
     assert main(["runs", "show", second.id]) == 0
     assert "i2t_R@1" in capsys.readouterr().out
     assert main(["runs", "rm", second.id]) == 0
-    assert len(_registry().list()) == 1
+    assert len(home_registry().list()) == 1
 
 
 def test_several_seeds_give_mean_std_and_n(capsys):
@@ -70,6 +64,7 @@ def _err(argv: list[str], capsys) -> str:
     return capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2_with_one_paragraph(tmp_path, capsys):
     assert "Known methods:" in _err(["run", "--method", "nope"], capsys)
     assert "Known datasets:" in _err(["run", "--method", "global-clip", "--dataset", "nope"], capsys)
@@ -109,6 +104,7 @@ def rsitr_register_methods():
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     site = make_distribution(tmp_path / "site", "slow-dist", "slow_plugin", SLOW_METHOD)
     marker = tmp_path / "marker"
@@ -125,9 +121,9 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
         pytest.fail("the run never reached seed 1")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (row,) = _registry().list()
+    (row,) = home_registry().list()
     assert row.effective_status == "interrupted"
-    run_dir = _registry().run_dir(row.id)
+    run_dir = home_registry().run_dir(row.id)
     assert (run_dir / "seeds/0/metrics.json").is_file() and not (run_dir / "metrics.json").exists()
 
     resumed = run_cli("run", "--resume", row.id, extra_path=site, env={"SLOW_MARKER": str(marker)})
@@ -135,10 +131,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert "Seed 0 already finished" in resumed.stderr
     straight = run_cli(*args, extra_path=site, env={"SLOW_MARKER": str(marker)})
     assert straight.returncode == 0, straight.stderr
-    rows = {r.id: r for r in _registry().list()}
+    rows = {r.id: r for r in home_registry().list()}
     other = next(r for r in rows if r != row.id)
     a = json.loads((run_dir / "metrics.json").read_text())
-    b = json.loads((_registry().run_dir(other) / "metrics.json").read_text())
+    b = json.loads((home_registry().run_dir(other) / "metrics.json").read_text())
     assert rows[row.id].status == "finished"
     assert a["summary"] == b["summary"] and a["per_seed"] == b["per_seed"]
 
@@ -152,6 +148,7 @@ def test_read_only_commands(command, capsys):
     assert main(command) == 0
 
 
+@pytest.mark.slow
 def test_global_clip_runs_on_real_ucm_annotations_with_placeholder_images(shared_data, tmp_path, capsys):
     """The README's UCM layout: dataset.json plus images/1.tif ... 2100.tif under --data-root."""
     from PIL import Image

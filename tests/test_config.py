@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import Field
 
-from rsitr_bench.config import apply_override, build_section, load_yaml_file, parse_override, resolve_config
 from rsitr_bench.errors import ConfigError, UnknownPluginError
-from rsitr_bench.plugins import build_plugin_host
+from rsitr_bench.harness.config import (
+    apply_override,
+    assemble_tree,
+    build_section,
+    load_yaml_file,
+    parse_override,
+    resolve_config,
+)
+from rsitr_bench.harness.options import validated
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.training.engine import TrainConfig
 
 
 @dataclass
@@ -91,3 +101,122 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     scalar.write_text("just a string\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_yaml_file(scalar)
+
+
+# ------------------------------------------------------------- declared ranges and presets as data
+
+MPS_CLIP_PRESETS = ["mps-clip", "mps-clip-as-published", "mps-clip-head", "mps-clip-pre-restore"]
+TRAINABLE = ["full-ft", *MPS_CLIP_PRESETS]
+
+
+def _resolve_with(host, method: str, *overrides: str):
+    """Resolve ``--method METHOD --set ...`` the way the CLI does."""
+    return resolve_config(assemble_tree(None, [(method, ["method", "name"])], list(overrides)), host)
+
+
+def test_the_parametrised_lists_are_every_registered_preset_and_trainable_method(host):
+    names = host.names("methods")
+    assert sorted(n for n in names if n.startswith("mps-clip")) == MPS_CLIP_PRESETS
+    assert sorted(n for n in names if host.get("methods", n).spec.train_options is not None) == TRAINABLE
+
+
+@pytest.mark.parametrize("method", MPS_CLIP_PRESETS)
+@pytest.mark.parametrize("override,allowed", [("method.variant=bogus", "'serial', 'parallel'"),
+                                              ("method.loss=bogus", "'head', 'pre_restore'")])
+def test_a_preset_keeps_the_choices_of_its_options(host, method, override, allowed):
+    key = override.split("=")[0].split(".")[1]
+    with pytest.raises(ConfigError, match=rf"Invalid method configuration: {key}='bogus': .*{allowed}"):
+        _resolve_with(host, method, override)
+
+
+@pytest.mark.parametrize("method", TRAINABLE)
+@pytest.mark.parametrize("override,message", [("train.epochs=-2", "epochs=-2: a training run needs at least 1"),
+                                              ("train.lr=-1e-4", r"lr=-0\.0001: must be positive"),
+                                              ("train.batch_size=0", "batch_size=0: must be at least 1")])
+def test_every_trainable_method_declares_the_training_ranges(host, method, override, message):
+    with pytest.raises(ConfigError, match=f"Invalid train configuration: {message}"):
+        _resolve_with(host, method, override)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.temperature=0", "temperature=0.0: must be positive"),
+    ("method.mpr_heads=0", "mpr_heads=0: must be at least 1"),
+    ("method.max_perspectives=0", "max_perspectives=0: must be at least 1"),
+    ("method.lambda_mpc=-0.5", "lambda_mpc=-0.5: must not be negative"),
+    ("method.bottleneck=30", "bottleneck 30 must be a positive multiple of adapter_heads 4"),
+    ("method.augment=flip", "augment='flip': not allowed; choose one of 'none', 'crop-flip'"),
+    ("train.warmup=1.5", r"warmup=1\.5: must be at most 1"),
+    ("train.betas=0.9,1.0", r"betas\[1\]=1\.0: must be less than 1"),
+    ("train.epochs=true", "epochs=True: expects an integer"),
+    ("train.resume=1", "resume=1: expects true or false"),
+    ("eval.ks=1,0", r"ks\[1\]=0: must be at least 1"),
+])
+def test_declared_ranges_name_the_key_and_the_bound(host, override, message):
+    with pytest.raises(ConfigError, match=message):
+        _resolve_with(host, "mps-clip", override)
+
+
+def test_several_errors_are_reported_together(host):
+    with pytest.raises(ConfigError, match="lr=-1.0: must be positive; batch_size=0: must be at least 1"):
+        _resolve_with(host, "full-ft", "train.lr=-1", "train.batch_size=0")
+
+
+HEAD = {"model": "ViT-B-32", "pretrained": "openai", "bottleneck": 128, "adapter_heads": 8, "augment": "crop-flip",
+        "epoch_samples": "captions", "variant": "serial", "train_mpr": True, "loss": "head",
+        "learn_temperature": False, "leaky_gallery": False}
+PRESET_VALUES = {
+    "mps-clip-head": (HEAD, {"lr": 4e-5, "epochs": 35, "batch_size": 128}),
+    "mps-clip-pre-restore": ({**HEAD, "pretrained": "laion2b_s34b_b79k", "variant": "parallel", "train_mpr": False,
+                              "loss": "pre_restore", "learn_temperature": True},
+                             {"lr": 4e-4, "epochs": 35, "batch_size": 128}),
+    "mps-clip-as-published": ({"model": "rsitr-tiny", "pretrained": "synthetic-rs", "bottleneck": 32,
+                               "leaky_gallery": True}, {"lr": 3e-4, "epochs": 5}),
+}
+
+
+@pytest.mark.parametrize("method", sorted(PRESET_VALUES))
+def test_preset_defaults_are_the_published_values(host, method):
+    options, train = PRESET_VALUES[method]
+    config = resolve_config({"method": method}, host)
+    assert {k: getattr(config.method_options, k) for k in options} == options
+    assert {k: getattr(config.train, k) for k in train} == train
+    assert type(config.method_options) is type(resolve_config({"method": "mps-clip"}, host).method_options)
+
+
+def test_user_values_override_a_preset_and_the_saved_config_rebuilds_it(host):
+    config = _resolve_with(host, "mps-clip-pre-restore", "method.variant=serial", "train.lr=1e-3")
+    assert (config.method_options.variant, config.train.lr, config.method_options.loss) == ("serial", 1e-3,
+                                                                                            "pre_restore")
+    assert resolve_config(config.to_dict(), host).to_dict() == config.to_dict()
+
+
+def test_options_built_in_code_are_checked_by_validated():
+    with pytest.raises(ConfigError, match="Invalid train configuration: epochs=0"):
+        validated(TrainConfig(epochs=0), "train")
+    assert validated(TrainConfig(betas=[0.5, 0.6]), "train").betas == (0.5, 0.6)
+
+
+@dataclass
+class Inner:
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    label: str = "x"
+
+
+def test_nested_options_are_checked_key_by_key():
+    assert build_section(Outer, {"inner": {"threshold": "0.25"}, "label": 2017}, "perspectives") == \
+        Outer(Inner(0.25), "2017")
+    with pytest.raises(ConfigError, match=r"Unknown key perspectives\.inner\.treshold\. .*'perspectives\.inner': "
+                                          r"threshold"):
+        build_section(Outer, {"inner": {"treshold": 1}}, "perspectives")
+    with pytest.raises(ConfigError, match=r"inner\.threshold=2\.0: must be at most 1"):
+        build_section(Outer, {"inner": {"threshold": 2}}, "perspectives")
+
+
+def test_a_section_that_is_not_a_mapping_is_refused(host):
+    with pytest.raises(ConfigError, match="Section 'train' must be a mapping of options"):
+        resolve_config({"method": "mps-clip", "train": "fast"}, host)

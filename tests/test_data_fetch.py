@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rsitr_bench.cli import main
+from rsitr_bench.cli.main import main
 from rsitr_bench.data.packages import load_catalog
 from rsitr_bench.errors import DataError
 

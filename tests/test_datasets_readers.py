@@ -25,7 +25,7 @@ from rsitr_bench.datasets.readers import (
     read_precomp,
 )
 from rsitr_bench.errors import DataError
-from tests.test_datasets_writers import (
+from tests.fixtures.dataset_writers import (
     karpathy_json,
     make_items,
     of_split,

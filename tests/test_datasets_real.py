@@ -15,7 +15,7 @@ from rsitr_bench.datasets import rsitr_register_datasets
 from rsitr_bench.datasets.catalog import CATALOG
 from rsitr_bench.datasets.real import SPECS, RealDataset, RealDatasetOptions
 from rsitr_bench.errors import ConfigError, DataError
-from tests.test_datasets_writers import (
+from tests.fixtures.dataset_writers import (
     Item,
     karpathy_json,
     make_items,

@@ -176,7 +176,7 @@ def test_rsitmd_image_found_after_prefix_stripping(shared_data):
 def test_cli_stats_over_the_mixed_sydney_folder(shared_data, capsys):
     import argparse
 
-    from rsitr_bench.cli_data import add_data_commands, run_data_command
+    from rsitr_bench.cli.data import add_data_commands, run_data_command
 
     parser = argparse.ArgumentParser()
     add_data_commands(parser.add_subparsers(dest="command"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rsitr_bench.cli_data import add_data_commands, run_data_command
+from rsitr_bench.cli.data import add_data_commands, run_data_command
 from rsitr_bench.data.model import Split
 from rsitr_bench.data.stats import diff_splits, split_stats, verify_images
 from rsitr_bench.datasets.real import SPECS
-from tests.test_datasets_writers import Item, make_items, of_split, write_images, write_karpathy, write_lines
+from tests.fixtures.dataset_writers import Item, make_items, of_split, write_images, write_karpathy, write_lines
 
 
 def make_split(captions_per_image: list[list[str]], names: list[str] | None = None, paths=None) -> Split:
@@ -170,8 +170,11 @@ def test_non_real_datasets_get_no_unasked_options(tmp_path, capsys):
         def default_splits(self):
             return {"test": "test"}
 
-        def load_split(self, name):
+        def load_split(self, name, *, check_images=True):
             return make_split([["a"], ["b"]])
+
+        def expected_size(self, name):
+            return None
 
     def builder(name, root, options):
         seen.update(options=options)

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from rsitr_bench.cli import main
+from rsitr_bench.cli.main import main
+from rsitr_bench.harness.paths import registry_dir
+from rsitr_bench.harness.registry import Registry
 from rsitr_bench.methods.mps_clip.method import MpsClip
 from rsitr_bench.methods.mps_clip.packing import PackedPerspectives, encode_packed, fuse_for_scoring
-from rsitr_bench.paths import registry_dir
-from rsitr_bench.registry import Registry
 from tests.fixtures.mpsclip_reference import reference_fixture_dir, write_reference_checkpoint
 
 REPO, FILE = "lcrucial1f/MPS-CLIP-Models", "MPS-CLIP_ViT-B-32_RSITMD_rmean48.86.pth"

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rsitr-bench-toy-method"
 
 
+@pytest.mark.slow
 def test_example_plugin_installs_lists_and_runs(tmp_path):
     target = tmp_path / "site"
     install = subprocess.run(

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rsitr_bench.cli_guidance import add_guidance_commands, run_guidance_command
+from rsitr_bench.cli.guidance import add_guidance_commands, run_guidance_command
 from rsitr_bench.errors import UserError
-from rsitr_bench.guidance import LeakageAudit
+from rsitr_bench.guidance.context import LeakageAudit
+from rsitr_bench.guidance.prepare import PreparePlan, Shard, prepare
 from rsitr_bench.perspectives.saliency import ClipSaliencyGenerator
-from rsitr_bench.prepare import PreparePlan, Shard, prepare
-from tests.test_guidance_helpers import *  # noqa: F403 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROLES = ["train", "val", "test"]
 

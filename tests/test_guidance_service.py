@@ -16,12 +16,13 @@ import rsitr_bench.perspectives
 from rsitr_bench.api import PerspectiveGeneratorSpec
 from rsitr_bench.data.model import Split
 from rsitr_bench.errors import ConfigError, UnknownPluginError
-from rsitr_bench.guidance import LeakageAudit, Perspective
-from rsitr_bench.guidance_service import GuidanceService
+from rsitr_bench.guidance.context import LeakageAudit, Perspective
+from rsitr_bench.guidance.service import GuidanceService
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.harness.store import digest
 from rsitr_bench.hookspecs import hookimpl
-from rsitr_bench.keywords.cache import digest
-from rsitr_bench.plugins import build_plugin_host
-from tests.test_guidance_helpers import *  # noqa: F403 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CALLS: Counter = Counter()
 
@@ -34,10 +35,9 @@ class StubOptions:
 class StubGenerator:
     """``none``: finds nothing; ``bad``: returns one good perspective among malformed ones."""
 
-    uses_keywords = True
-
     def __init__(self, options: StubOptions, env):
         self.mode = options.mode
+        self.identity = f"stub/{options.mode}"
 
     def generate(self, item, keywords):
         CALLS[item.index] += 1

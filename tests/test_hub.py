@@ -1,4 +1,4 @@
-"""rsitr_bench.hub and the backbone weight sources, against the loopback hub of tests/fixtures/hf_server.py."""
+"""rsitr_bench.harness.hub and the backbone weight sources, against the loopback hub of tests/fixtures/hf_server.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rsitr_bench import hub
-from rsitr_bench.backbones import _CONFIG_DIR, build_backbone, resolve_pretrained
+from rsitr_bench.clip.backbones import _CONFIG_DIR, build_backbone, resolve_pretrained
 from rsitr_bench.errors import CheckpointError, NetworkError, UserError
+from rsitr_bench.harness import hub
 
 REPO = "acme/tiny"
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

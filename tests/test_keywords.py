@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from rsitr_bench.data.images import load_rgb
 from rsitr_bench.data.model import Split
-from rsitr_bench.guidance import LeakageAudit
-from rsitr_bench.keywords.lexicon import (
+from rsitr_bench.guidance.context import LeakageAudit
+from rsitr_bench.guidance.lexicon import (
     OBJECT_NOUNS,
     Lexicon,
     normalize_keyword,
@@ -22,7 +22,8 @@ from rsitr_bench.keywords.lexicon import (
 )
 from rsitr_bench.keywords.rules import RulesOptions, build_lexicon
 from rsitr_bench.keywords.vocabulary import VocabularyOptions, build_vocabulary, rank_vocabulary
-from tests.test_guidance_helpers import *  # noqa: F403 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RULES = build_lexicon(RulesOptions())
 
@@ -102,7 +103,7 @@ def test_corrupt_keyword_entry_is_detected_and_recomputed(make_service, corpus, 
 
 
 def test_empty_captions_are_counted_and_give_no_keywords(guidance_host, corpus, tmp_path, backbone_fn):
-    from rsitr_bench.guidance_service import GuidanceService
+    from rsitr_bench.guidance.service import GuidanceService
 
     train = corpus["train"]
     split = Split("synthetic-rs", "train", train.image_names[:2], train.image_paths[:2],
@@ -149,7 +150,7 @@ def test_vocabulary_picks_the_most_similar_words_without_reading_gallery_caption
 
 def test_vocabulary_without_training_captions_uses_the_builtin_lexicon(guidance_host, corpus, tmp_path,
                                                                        backbone_fn):
-    from rsitr_bench.guidance_service import GuidanceService
+    from rsitr_bench.guidance.service import GuidanceService
 
     service = GuidanceService(guidance_host, {"test": corpus["test"]}, LeakageAudit(), tmp_path,
                               progress=False)

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rsitr_bench.api import GuidanceEnv
 from rsitr_bench.errors import CheckpointError
-from rsitr_bench.guidance_service import GuidanceEnv
 from rsitr_bench.keywords.llm import LLMOptions, LLMProvider, parse_keyword_list, render_prompt
-from tests.test_guidance_helpers import *  # noqa: F403 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                  "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

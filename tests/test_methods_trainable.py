@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from rsitr_bench.cli import main
-from rsitr_bench.config import resolve_config
+from rsitr_bench.cli.main import main
 from rsitr_bench.errors import ConfigError
-from rsitr_bench.plugins import build_plugin_host
-from tests.test_cli_run import _registry
+from rsitr_bench.harness.config import resolve_config
+from rsitr_bench.harness.plugins import build_plugin_host
+from tests.helpers import home_registry
 
 TINY = ["--no-progress", "--set", "dataset.n_train=16", "--set", "dataset.n_val=8", "--set", "dataset.n_test=8",
         "--set", "train.epochs=2", "--set", "train.batch_size=16", "--set", "eval.bootstrap=50"]
@@ -18,8 +18,8 @@ TINY = ["--no-progress", "--set", "dataset.n_train=16", "--set", "dataset.n_val=
 
 def _result(capsys) -> dict:
     capsys.readouterr()
-    (row,) = _registry().list()
-    return json.loads((_registry().run_dir(row.id) / "metrics.json").read_text())
+    (row,) = home_registry().list()
+    return json.loads((home_registry().run_dir(row.id) / "metrics.json").read_text())
 
 
 def test_full_ft_selects_on_validation(capsys):
@@ -32,6 +32,7 @@ def test_full_ft_selects_on_validation(capsys):
     assert seed["parameters"]["trainable"] == seed["parameters"]["total"] > 0
 
 
+@pytest.mark.slow
 def test_mps_clip_is_leak_free_and_reports_parameters(capsys):
     assert main(["run", "--method", "mps-clip", *TINY, "--set", "method.max_perspectives=2"]) == 0
     result = _result(capsys)
@@ -45,12 +46,13 @@ def test_mps_clip_is_leak_free_and_reports_parameters(capsys):
     assert seed["guidance_stats"]["items"] > 0
 
 
+@pytest.mark.slow
 def test_mps_clip_as_published_is_stamped_non_compliant(capsys):
     assert main(["run", "--method", "mps-clip-as-published", *TINY, "--set", "method.max_perspectives=2"]) == 0
     out = capsys.readouterr().out
     assert "leakage_audit: fail (as published)" in out and "NON-COMPLIANT" in out
-    (row,) = _registry().list()
-    result = json.loads((_registry().run_dir(row.id) / "metrics.json").read_text())
+    (row,) = home_registry().list()
+    result = json.loads((home_registry().run_dir(row.id) / "metrics.json").read_text())
     assert result["leakage_audit"]["status"] == "fail (as published)"
     assert not result["compliance"]["compliant"] and row.compliant == 0
 
@@ -65,6 +67,7 @@ def test_nonsensical_mps_clip_configs_are_rejected(override, message):
         resolve_config({"method": {"name": "mps-clip", **override}}, build_plugin_host())
 
 
+@pytest.mark.slow
 def test_too_many_perspectives_for_the_batch_is_rejected(capsys):
     assert main(["run", "--method", "mps-clip", "--set", "method.max_perspectives=100",
                  "--set", "train.batch_size=128"]) == 2

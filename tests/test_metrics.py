@@ -1,6 +1,6 @@
 """Golden tests: ``rsitr_bench.metrics`` against the kernels the field uses, bit for bit.
 
-References live in ``test_metrics_reference.py``. Fixtures cover random scores, many exact ties, duplicate
+References live in ``tests/fixtures/metrics_reference.py``. Fixtures cover random scores, many exact ties, duplicate
 captions, images with more or fewer than 5 captions and a single image. The mutation tests at the end show
 that the golden comparison fails if the tie handling or the i2t protocol changes.
 """
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from rsitr_bench.errors import UserError
 from rsitr_bench.metrics import RetrievalResult, retrieval_metrics
 from rsitr_bench.metrics import kernel as kernel_module
-from tests.test_metrics_reference import (
+from tests.fixtures.metrics_reference import (
     cb_hits,
     dedup_reference,
     first_positive_ranks,

@@ -9,7 +9,6 @@ import open_clip
 import pytest
 import torch
 
-from rsitr_bench.engine import load_trainable, save_trainable
 from rsitr_bench.errors import CheckpointError
 from rsitr_bench.methods.mps_clip.adapter import (
     GatedGlobalAttention,
@@ -21,7 +20,10 @@ from rsitr_bench.methods.mps_clip.adapter import (
 )
 from rsitr_bench.methods.mps_clip.losses import MPSCLIPLoss
 from rsitr_bench.methods.mps_clip.mpr import MPR
-from tests._mpsclip_support import SMALL_ADAPTER, ToyMPSCLIP, collate, one_cpu_thread, synthetic_samples, tiny_clip  # noqa: F401 (autouse fixture)
+from rsitr_bench.training.engine import load_trainable, save_trainable
+from tests.fixtures.mpsclip_models import SMALL_ADAPTER, ToyMPSCLIP, collate, synthetic_samples, tiny_clip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(module: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -72,7 +74,7 @@ def test_vit_b32_serial_counts(vit_b32_meta):
     assert sum(per) == 9_139_224
     model.mpr = MPR(512, heads=4).to("meta")
     assert n_params(model.mpr) == 2_101_248
-    assert mark_trainable(model) == 11_240_472  # §2.5: HEAD's trainable total
+    assert mark_trainable(model) == 11_240_472  # docs/mps-clip.md §2.5: HEAD's trainable total
     assert mark_trainable(model, train_mpr=False) == 9_139_224
     # 302 CLIP tensors + 23 per adapter: HEAD's 24 minus the PE buffer, which is no longer persistent
     state = model.state_dict()
@@ -84,7 +86,7 @@ def test_vit_b32_parallel_counts(vit_b32_meta):
     model = vit_b32_meta()
     adapters = add_g2a_adapters(model, "parallel")
     per = [n_params(a) for a in adapters]
-    # §2.4: vision 263,552 and text 248,385 per block, plus one block gate each
+    # docs/mps-clip.md §2.4: vision 263,552 and text 248,385 per block, plus one block gate each
     assert per[:12] == [263_552 + 1] * 12 and per[12:] == [248_385 + 1] * 12
     assert sum(per) == 6_143_268
     model.mpr = MPR(512, heads=4).to("meta")

@@ -1,4 +1,4 @@
-"""MPS-CLIP losses checked against hand computations and plain-Python re-implementations of §4."""
+"""MPS-CLIP losses checked against hand computations and plain-Python re-implementations of docs/mps-clip.md §4."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from rsitr_bench.methods.mps_clip.losses import (
     symmetric_contrastive,
     weighted_triplet,
 )
-from tests._mpsclip_support import one_cpu_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 T = torch.float64
 

@@ -15,7 +15,9 @@ from rsitr_bench.methods.mps_clip.packing import (
     regions_or_global,
     segment_mean_normalized,
 )
-from tests._mpsclip_support import IMAGE, SMALL_ADAPTER, one_cpu_thread, tiny_clip  # noqa: F401 (autouse fixture)
+from tests.fixtures.mpsclip_models import IMAGE, SMALL_ADAPTER, tiny_clip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 COUNTS = [2, 0, 3, 1]
 

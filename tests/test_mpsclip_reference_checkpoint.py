@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rsitr_bench.backbones import build_backbone
-from rsitr_bench.config import resolve_config
+from rsitr_bench.clip.backbones import build_backbone
 from rsitr_bench.errors import CheckpointError
+from rsitr_bench.harness.config import resolve_config
+from rsitr_bench.harness.plugins import build_plugin_host
 from rsitr_bench.methods.mps_clip.adapter import sinusoidal_positions
 from rsitr_bench.methods.mps_clip.packing import PackedPerspectives, encode_packed, fuse_for_scoring
 from rsitr_bench.methods.mps_clip.reference_checkpoint import (
@@ -26,7 +27,6 @@ from rsitr_bench.methods.mps_clip.reference_checkpoint import (
     reference_backbone,
     to_reference,
 )
-from rsitr_bench.plugins import build_plugin_host
 from tests.fixtures.mpsclip_reference import reference_fixture_dir, write_reference_checkpoint
 
 ATOL = 1e-4  # the fixture's suggested tolerance: >100× the observed noise, >27× below the smallest ablation

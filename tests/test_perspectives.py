@@ -21,17 +21,19 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from rsitr_bench.guidance import Perspective
-from rsitr_bench.guidance_service import GuidanceEnv, crop_perspectives
-from rsitr_bench.keywords.lexicon import normalize_keyword
-from rsitr_bench.perspectives.cache import PerspectiveCache, rle_decode, rle_encode
-from rsitr_bench.perspectives.clip_ops import full_view_pixels, patch_embeddings
-from rsitr_bench.perspectives.geo import export_masks
+from rsitr_bench.api import GuidanceEnv
+from rsitr_bench.clip.patches import full_view_pixels, patch_embeddings
+from rsitr_bench.guidance.context import Perspective
+from rsitr_bench.guidance.geo import export_masks
+from rsitr_bench.guidance.lexicon import normalize_keyword
+from rsitr_bench.guidance.perspective_cache import PerspectiveCache, rle_decode, rle_encode
+from rsitr_bench.guidance.render import render_perspectives
+from rsitr_bench.guidance.service import crop_perspectives
 from rsitr_bench.perspectives.grid import grid_boxes
-from rsitr_bench.perspectives.render import render_perspectives
 from rsitr_bench.perspectives.saliency import ClipSaliencyGenerator, ClipSaliencyOptions, region_from_map
-from tests.test_guidance_helpers import *  # noqa: F403 (fixtures)
-from tests.test_guidance_helpers import box_contains, gt_boxes, oracle_similarity
+from tests.fixtures.guidance import box_contains, gt_boxes, oracle_similarity
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @settings(max_examples=150, deadline=None)
@@ -51,7 +53,7 @@ def test_rle_is_compact_and_rejects_runs_of_the_wrong_size():
 
 
 def _item(path, index=0):
-    from rsitr_bench.guidance import ItemContext
+    from rsitr_bench.guidance.context import ItemContext
 
     return ItemContext("d", "train", "train", "query", index, path.name, path)
 
@@ -141,7 +143,7 @@ def test_clip_saliency_boxes_cover_the_named_objects(corpus, backbone_fn, tmp_pa
         if not keywords:
             continue
         generator.similarity = oracle_similarity(train, index, keywords)
-        from rsitr_bench.guidance import ItemContext
+        from rsitr_bench.guidance.context import ItemContext
 
         item = ItemContext("synthetic-rs", "train", "train", "query", index, train.image_names[index],
                            train.image_paths[index])

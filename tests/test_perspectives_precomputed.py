@@ -11,9 +11,9 @@ from PIL import Image
 
 from rsitr_bench.data.model import Split
 from rsitr_bench.errors import DataError
-from rsitr_bench.guidance import LeakageAudit
-from rsitr_bench.guidance_service import GuidanceService
-from rsitr_bench.plugins import build_plugin_host
+from rsitr_bench.guidance.context import LeakageAudit
+from rsitr_bench.guidance.service import GuidanceService
+from rsitr_bench.harness.plugins import build_plugin_host
 
 SIZE = (32, 24)
 

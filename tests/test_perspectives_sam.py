@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("samgeo")
 
+from rsitr_bench.api import GuidanceEnv  # noqa: E402
 from rsitr_bench.errors import CheckpointError, UserError  # noqa: E402
-from rsitr_bench.guidance import ItemContext, Perspective  # noqa: E402
-from rsitr_bench.guidance_service import GuidanceEnv  # noqa: E402
+from rsitr_bench.guidance.context import ItemContext, Perspective  # noqa: E402
 from rsitr_bench.perspectives.detector import (  # noqa: E402
     GroundingDinoLocalizer,
     LangSamLocalizer,
@@ -31,8 +31,9 @@ from rsitr_bench.perspectives.detector import (  # noqa: E402
 from rsitr_bench.perspectives.sam_guided import SamGeoGenerator, SamGeoOptions, merge_instances  # noqa: E402
 from rsitr_bench.perspectives.sam_models import TINY_SAM, resolve_sam_checkpoint  # noqa: E402
 from rsitr_bench.perspectives.tiny_models import build_tiny_grounding_dino  # noqa: E402
-from tests.test_guidance_helpers import *  # noqa: E402,F403 (fixtures)
-from tests.test_guidance_helpers import box_contains, gt_boxes, oracle_similarity  # noqa: E402
+from tests.fixtures.guidance import box_contains, gt_boxes, oracle_similarity  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"sam_model_type": TINY_SAM}
 

@@ -8,9 +8,9 @@ import types
 import pytest
 
 from rsitr_bench import hookimpl, hookspecs
-from rsitr_bench.api import MethodSpec
+from rsitr_bench.api import PLUGIN_KINDS, MethodSpec
 from rsitr_bench.errors import UnknownPluginError
-from rsitr_bench.plugins import AUTOLOAD_ENV, KINDS, build_plugin_host
+from rsitr_bench.harness.plugins import AUTOLOAD_ENV, build_plugin_host
 from tests.helpers import make_distribution, run_cli
 
 
@@ -39,7 +39,7 @@ def test_builtins_load_through_the_entry_point_group():
     assert "global-clip" in host.names("methods")
     assert "synthetic-rs" in host.names("datasets")
     assert host.get("methods", "global-clip").plugin.distribution == "rsitr-bench"
-    assert set(host.tables) == set(KINDS)
+    assert set(host.tables) == set(PLUGIN_KINDS)
 
 
 def test_unknown_name_lists_known_ones():
@@ -73,7 +73,7 @@ def test_plugin_returning_garbage_is_skipped():
 
     garbage = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
     host = build_plugin_host(extra_plugins=[("garbage", garbage)])
-    assert any(f.name == "garbage" and "PluginSpec" in f.error for f in host.failures)
+    assert any(f.name == "garbage" and "expected a MethodSpec" in f.error for f in host.failures)
 
 
 def test_block_list_drops_a_plugin():
@@ -115,6 +115,7 @@ def rsitr_register_methods():
 """
 
 
+@pytest.mark.slow
 def test_broken_third_party_plugin_is_reported_and_cli_still_works(tmp_path):
     site = make_distribution(tmp_path / "site", "broken-dist", "broken_plugin", BROKEN)
     make_distribution(site, "good-dist", "good_plugin", GOOD)
@@ -134,3 +135,52 @@ def test_broken_third_party_plugin_is_reported_and_cli_still_works(tmp_path):
     assert off.returncode == 0
     assert "third-party-method" not in off.stdout and "broken" not in off.stderr
     assert "global-clip" in off.stdout
+
+
+def test_hooks_are_dispatched_by_pluggy_so_tryfirst_decides_among_third_party_plugins():
+    @hookimpl(tryfirst=True)
+    def rsitr_register_methods():
+        return [MethodSpec(name="dup", factory=object, description="eager")]
+
+    eager = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("first", _method_plugin("dup")), ("eager", eager)])
+    assert host.get("methods", "dup").plugin.name == "eager"
+    assert any(f.name == "first" and "already registered" in f.error for f in host.failures)
+
+
+def test_a_tryfirst_plugin_cannot_shadow_a_builtin_name():
+    @hookimpl(tryfirst=True)
+    def rsitr_register_methods():
+        return [MethodSpec(name="global-clip", factory=object)]
+
+    shadow = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("shadow", shadow)])
+    assert host.get("methods", "global-clip").plugin.distribution == "rsitr-bench"
+    assert any(f.name == "shadow" for f in host.failures)
+
+
+def test_hook_wrappers_see_every_plugins_registrations():
+    seen = []
+
+    @hookimpl(wrapper=True)
+    def rsitr_register_methods():
+        results = yield
+        seen.extend(spec.name for specs in results for spec in specs)
+        return results
+
+    watcher = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("watcher", watcher), ("extra", _method_plugin("extra-method"))])
+    assert {"extra-method", "global-clip"} <= set(seen)
+    assert "extra-method" in host.names("methods")
+
+
+def test_a_raising_hook_wrapper_is_reported_and_the_registrations_survive():
+    @hookimpl(wrapper=True)
+    def rsitr_register_methods():
+        yield
+        raise RuntimeError("wrapper broke")
+
+    broken = types.SimpleNamespace(rsitr_register_methods=rsitr_register_methods)
+    host = build_plugin_host(extra_plugins=[("broken", broken)])
+    assert "global-clip" in host.names("methods")
+    assert any(f.name == "broken" and "wrapper broke" in f.error for f in host.failures)

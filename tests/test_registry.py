@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from rsitr_bench.atomic import write_json_atomic
 from rsitr_bench.errors import UserError
-from rsitr_bench.registry import Registry
+from rsitr_bench.harness.atomic import write_json_atomic
+from rsitr_bench.harness.registry import Registry
 
 
 def test_create_finish_and_list(tmp_path):

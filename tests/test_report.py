@@ -12,66 +12,17 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
-from rsitr_bench import metrics as M
-from rsitr_bench.cli import _common
-from rsitr_bench.cli_sweep_report import add_sweep_report_commands, run_report_command
+from rsitr_bench.cli.main import _common
+from rsitr_bench.cli.sweep_report import add_sweep_report_commands, run_report_command
 from rsitr_bench.errors import UserError
-from rsitr_bench.plugins import build_plugin_host
-from rsitr_bench.registry import Registry
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.harness.registry import Registry
 from rsitr_bench.reports.model import build_report
 from rsitr_bench.reports.output import RENDERERS
 from rsitr_bench.reports.published import load_published
-
-N_IMAGES, N_CAPTIONS = 40, 200
-PARAMS = {"trainable": 1234, "total": 5678}
-SHA_A, SHA_B = "a" * 64, "b" * 64
-
-
-def fake_run(registry: Registry, method: str, quality: float, *, dataset: str = "synthetic-rs",
-             sha: str = SHA_A, images: int = N_IMAGES, captions: int = N_CAPTIONS, seeds=(0,),
-             reasons: tuple[str, ...] = (), config: dict | None = None, protocol: str = "instance",
-             role: str = "test", tags: dict | None = None, rng_offset: int = 0) -> str:
-    """Record a finished run whose first-positive rank is 1 with probability ``quality`` (else random)."""
-    per_seed, arrays = {}, {}
-    for seed in seeds:
-        rng = np.random.default_rng(1000 * seed + rng_offset)
-        ranks = {}
-        for d, n, gallery in (("i2t", images, captions), ("t2i", captions, images)):
-            top = rng.random(n) < quality
-            ranks[d] = np.where(top, 1, rng.integers(2, gallery + 1, size=n)).astype(float)
-        hits = {d: {k: (ranks[d] <= k).astype(float) for k in (1, 5, 10)} for d in ranks}
-        values = {f"{d}_R@{k}": round(100 * hits[d][k].mean(), 2) for d in ranks for k in (1, 5, 10)}
-        values["mR"] = round(float(np.mean([100 * hits[d][k].mean() for d in ranks for k in (1, 5, 10)])), 2)
-        per_seed[str(seed)] = {"seed": seed, "metrics": values, "parameters": PARAMS}
-        arrays[seed] = {"i2t_ranks": ranks["i2t"], "t2i_ranks": ranks["t2i"],
-                        **{f"{d}_hits@{k}": hits[d][k] for d in ranks for k in (1, 5, 10)}}
-    run_id = registry.new_run_id(method, dataset) + f"-{len(registry.list())}"
-    split = "test" if role == "test" else "val"
-    fingerprint = {"images": images, "captions": captions, "normalization": "none", "sha256": sha,
-                   "split": split}
-    run_dir = registry.create(run_id, method, dataset, split, sha, list(seeds), tags)
-    for seed, data in arrays.items():
-        (run_dir / "seeds" / str(seed)).mkdir(parents=True)
-        np.savez(run_dir / "seeds" / str(seed) / "ranks.npz", **data)
-    tree = config or {"method": {"name": method}, "dataset": {"name": dataset}}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
-    selection = "test (non-compliant)" if any("selection" in r for r in reasons) else "val"
-    result = {
-        "schema_version": 1, "run_id": run_id, "method": method, "dataset": dataset, "split": split,
-        "split_role": role, "unit": "percent", "protocol": protocol, "ties": "optimistic", "ks": [1, 5, 10],
-        "seeds": list(seeds), "summary": M.aggregate_seeds([s["metrics"] for s in per_seed.values()]),
-        "per_seed": per_seed, "fingerprints": {role: fingerprint}, "parameters": PARAMS,
-        "selection": selection, "leakage_audit": {"status": "fail" if any("leakage" in r for r in reasons)
-                                                  else "pass"},
-        "compliance": {"compliant": not reasons, "reasons": list(reasons)}, "wall_time_s": 12.5,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(result))
-    registry.finish(run_id, result)
-    return run_id
+from tests.fixtures.runs import SHA_A, SHA_B, fake_run
 
 
 @pytest.fixture
@@ -291,8 +242,8 @@ def test_a_report_for_a_dataset_without_runs_says_so(registry, host):
 
 
 def test_a_real_run_gets_recall_curves_and_per_scene_class_recall(tmp_path, host):
-    from rsitr_bench import runner
-    from rsitr_bench.config import resolve_config
+    from rsitr_bench.harness import runner
+    from rsitr_bench.harness.config import resolve_config
 
     registry = Registry(tmp_path / "runs")
     tree = {"method": {"name": "global-clip"}, "dataset": {"name": "synthetic-rs", "n_train": 8, "n_val": 8,

@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 
-from rsitr_bench.plugins import build_plugin_host
-from rsitr_bench.registry import Registry
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.harness.registry import Registry
 from rsitr_bench.reports.model import build_report
 from rsitr_bench.reports.output import write_report
-from tests.test_report import fake_run
+from tests.fixtures.runs import fake_run
 
 
 def _chromium() -> str:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from rsitr_bench import hookimpl
-from rsitr_bench.api import MethodSpec
-from rsitr_bench.config import resolve_config
-from rsitr_bench.paths import registry_dir
-from rsitr_bench.plugins import build_plugin_host
-from rsitr_bench.registry import Registry
-from rsitr_bench.runner import SealedSplitError, execute
+from rsitr_bench.api import FitSummary, MethodSpec
+from rsitr_bench.harness.config import resolve_config
+from rsitr_bench.harness.paths import registry_dir
+from rsitr_bench.harness.plugins import build_plugin_host
+from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.runner import SealedSplitError, execute
 
 SMALL = {"name": "synthetic-rs", "n_train": 6, "n_val": 5, "n_test": 7}
 CALLS: list[tuple[str, str]] = []
@@ -36,7 +36,7 @@ class Spy:
         CALLS.append(("fit", f"{train.name}+{val.name}"))
         for _ in range(self.train_options.epochs):
             ctx.evaluate(val)
-        return {"selection": "val" if self.train_options.select_on == "val" else "test (non-compliant)"}
+        return FitSummary("val" if self.train_options.select_on == "val" else "test")
 
     def score(self, split, ctx):
         CALLS.append(("score", split.name))
@@ -73,7 +73,7 @@ def test_test_split_is_scored_once_per_seed_and_never_fitted_on(host):
 
 
 def test_evaluate_refuses_the_test_split(monkeypatch):
-    from rsitr_bench import runner
+    from rsitr_bench.harness import runner
 
     loaded = {}
     original = runner.load_splits
@@ -85,7 +85,7 @@ def test_evaluate_refuses_the_test_split(monkeypatch):
             with pytest.raises(SealedSplitError, match="sealed"):
                 ctx.evaluate(loaded["test"])
             refused.append(True)
-            return {}
+            return None
 
     @hookimpl
     def rsitr_register_methods():

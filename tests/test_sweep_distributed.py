@@ -18,8 +18,8 @@ import optuna
 import pytest
 from sqlalchemy.engine import make_url
 
-from rsitr_bench.registry import Registry
-from rsitr_bench.sweep import open_storage
+from rsitr_bench.harness.registry import Registry
+from rsitr_bench.sweeps.study import open_storage
 
 TRIALS_PER_WORKER = 3
 
@@ -62,6 +62,7 @@ def _check_shared_study(tmp_path: Path, storage: str, study_name: str) -> None:
     assert len(pids) == 2, "both workers ran trials"
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file_study(tmp_path):
     _check_shared_study(tmp_path, f"journal:{tmp_path / 'shared' / 'study.log'}", "journal-two-workers")
 

@@ -26,7 +26,8 @@ from rsitr_bench.datasets.synthetic import (
 )
 from rsitr_bench.datasets.synthetic_scenes import BACKGROUNDS, COLOR_JITTER, LABELS, PALETTE
 from rsitr_bench.errors import ConfigError, DataError
-from rsitr_bench.paths import cache_dir
+from rsitr_bench.harness.options import build_section
+from rsitr_bench.harness.paths import cache_dir
 
 SMALL = SyntheticOptions(n_train=6, n_val=3, n_test=3)
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -170,10 +171,16 @@ def test_unknown_split_raises_a_data_error_listing_valid_splits():
 
 
 @pytest.mark.parametrize("bad", [{"n_train": -1}, {"n_train": 0, "n_val": 0, "n_test": 0}, {"image_size": 32},
-                                 {"seed": "0"}])
+                                 {"seed": "zero"}, {"seed": True}])
 def test_invalid_options_are_config_errors(bad):
-    with pytest.raises(ConfigError):
-        SyntheticOptions(**bad)
+    with pytest.raises(ConfigError, match="Invalid dataset configuration"):
+        build_section(SyntheticOptions, bad, "dataset")
+
+
+def test_options_built_in_code_are_checked_before_a_corpus_is_made(tmp_path):
+    with pytest.raises(ConfigError, match="image_size=32: must be at least 64"):
+        make_dataset(tmp_path, SyntheticOptions(image_size=32))
+    assert not any(tmp_path.iterdir())
 
 
 def test_spec_builds_a_dataset():

@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from rsitr_bench import hub
 from rsitr_bench.errors import UserError
+from rsitr_bench.harness import hub
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 #: The one catalog format this code reads; a file declaring another is refused rather than half-understood.

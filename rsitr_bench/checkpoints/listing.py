@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import open_clip
 
-from rsitr_bench.backbones import EMBEDDED_TAG, EMBEDDED_WEIGHTS, register_model_configs
 from rsitr_bench.checkpoints.catalog import CatalogEntry, load_catalog
+from rsitr_bench.clip.backbones import EMBEDDED_TAG, EMBEDDED_WEIGHTS, register_model_configs
 
 #: Methods that build a plain open_clip backbone from `method.model` + `method.pretrained` / `method.checkpoint`.
 BACKBONE_METHODS = "global-clip, full-ft"

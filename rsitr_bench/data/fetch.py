@@ -2,7 +2,7 @@
 
 Why it is built this way:
 
-* Downloads go through :func:`rsitr_bench.hub.fetch` only, so offline mode, caching, resume and digest checks
+* Downloads go through :func:`rsitr_bench.harness.hub.fetch` only, so offline mode, caching, resume and digest checks
   are the same as for model weights; a second fetch of the same package downloads nothing.
 * Nothing half-written ever appears in the target folder: the package is unpacked into a temporary sibling,
   read through the dataset plugin and checked against the pinned split sizes, and only then renamed into
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rsitr_bench import hub
-from rsitr_bench.atomic import write_json_atomic
 from rsitr_bench.data.packages import Package, PackageFile, load_catalog
 from rsitr_bench.data.unpack import Limits, merge_into, safe_unzip, strip_single_top_folder
 from rsitr_bench.errors import DataError, UserError
+from rsitr_bench.harness import hub
+from rsitr_bench.harness.atomic import write_json_atomic
 
 BuildDataset = Callable[[str, Path, dict], Any]
 PROVENANCE = "rsitr-bench-fetch.json"
@@ -195,8 +195,8 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 def _plugin_dataset(name: str, root: Path, options: dict) -> Any:
     """Build a dataset through the plugin host, as ``rsitr-bench data verify`` does."""
-    from rsitr_bench.config import NoOptions, build_section
-    from rsitr_bench.plugins import build_plugin_host
+    from rsitr_bench.harness.config import NoOptions, build_section
+    from rsitr_bench.harness.plugins import build_plugin_host
 
     spec = build_plugin_host().get("datasets", name).spec
     return spec.factory(root, build_section(spec.options or NoOptions, options, "dataset"))

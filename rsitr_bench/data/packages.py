@@ -1,6 +1,6 @@
 """The data package catalog: what ``rsitr-bench data fetch`` may download, and what the result must hold.
 
-Packages are data (``rsitr_bench/datasets/packages.yaml``), not code, so adding a mirror is an edit of one
+Packages are data (``rsitr_bench/data/packages.yaml``), not code, so adding a mirror is an edit of one
 YAML entry. Extra catalog files (``--catalog FILE``) may add packages, e.g. a local mirror or a test package;
 they may not redefine a built-in package, so nobody weakens the pinned expectations by accident.
 """
@@ -26,7 +26,7 @@ class PackageFile:
     """One download of a package.
 
     Attributes:
-        source: ``hf://datasets/OWNER/REPO/PATH[@REV]``, an http(s) URL or a local path (see rsitr_bench.hub).
+        source: ``hf://datasets/OWNER/REPO/PATH[@REV]``, an http(s) URL or a local path (see rsitr_bench.harness.hub).
         sha256: the expected digest, or None where none is known.
         size_mb: approximate download size, for the listing; None when unknown.
         unpack: ``zip`` (unpacked safely) or ``none`` (copied as is).
@@ -117,7 +117,7 @@ class Catalog:
 
 def load_catalog(extra: Iterable[Path] = ()) -> Catalog:
     """The built-in catalog plus the packages of each ``extra`` YAML file."""
-    text = resources.files("rsitr_bench.datasets").joinpath(BUILTIN).read_text(encoding="utf-8")
+    text = resources.files("rsitr_bench.data").joinpath(BUILTIN).read_text(encoding="utf-8")
     packages = parse_catalog(yaml.safe_load(text), "rsitr_bench/datasets/" + BUILTIN)
     for path in extra:
         path = Path(path).expanduser()

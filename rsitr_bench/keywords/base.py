@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rsitr_bench.guidance import ItemContext
-from rsitr_bench.keywords.cache import CheckedStore, digest
-from rsitr_bench.keywords.lexicon import rank_keywords
+from rsitr_bench.guidance.context import ItemContext
+from rsitr_bench.guidance.lexicon import rank_keywords
+from rsitr_bench.harness.store import CheckedStore, digest
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 
 class CaptionKeywordProvider:

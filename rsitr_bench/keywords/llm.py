@@ -29,17 +29,19 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from rsitr_bench.api import KeywordProviderSpec
+from rsitr_bench.guidance.lexicon import normalize_keyword, singular, words
+from rsitr_bench.harness.hub import resolve_local_model
+from rsitr_bench.harness.store import digest
 from rsitr_bench.keywords.base import CaptionKeywordProvider
-from rsitr_bench.keywords.cache import digest
-from rsitr_bench.keywords.hub import resolve_local_model
-from rsitr_bench.keywords.lexicon import normalize_keyword, singular, words
 from rsitr_bench.keywords.rules import RulesOptions, build_lexicon
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 #: Bump whenever the prompt or the parsing changes: cached keywords of another prompt are not reused.
@@ -71,13 +73,9 @@ class LLMOptions:
     """
 
     model: str = DEFAULT_MODEL
-    max_new_tokens: int = 48
-    batch_size: int = 8
+    max_new_tokens: Annotated[int, Field(ge=1)] = 48
+    batch_size: Annotated[int, Field(ge=1)] = 8
     require_in_caption: bool = True
-
-    def validate(self) -> None:
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
 
 
 def parse_keyword_list(text: str) -> list[str] | None:
@@ -186,4 +184,5 @@ SPEC = KeywordProviderSpec(
     factory=LLMProvider,
     options=LLMOptions,
     description=f"Local instruction-tuned LM ({DEFAULT_MODEL} by default), greedy, parsed, rules fallback",
+    counters=("llm_unparsable",),
 )

@@ -1,6 +1,6 @@
 """``rules``: offline keyword extraction from captions with the remote-sensing lexicon (the default).
 
-No model and no download: captions are matched against :mod:`rsitr_bench.keywords.lexicon`, longest name
+No model and no download: captions are matched against :mod:`rsitr_bench.guidance.lexicon`, longest name
 first ("tennis court" before "court"), plurals folded ("storage tanks" → "storage tank"), stop nouns dropped.
 It is also the fallback of the ``llm`` provider and the source of the ``vocabulary`` provider's word list.
 """
@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rsitr_bench.api import KeywordProviderSpec
+from rsitr_bench.guidance.lexicon import OBJECT_NOUNS, SCENE_NOUNS, STOP_NOUNS, Lexicon, normalize_keyword
+from rsitr_bench.harness.store import digest
 from rsitr_bench.keywords.base import CaptionKeywordProvider
-from rsitr_bench.keywords.cache import digest
-from rsitr_bench.keywords.lexicon import OBJECT_NOUNS, SCENE_NOUNS, STOP_NOUNS, Lexicon, normalize_keyword
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 #: Bump when the extraction logic changes, so cached keywords of older versions are not reused.
 VERSION = 1

@@ -15,22 +15,22 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
+from pydantic import Field
 
 from rsitr_bench.api import KeywordProviderSpec
+from rsitr_bench.clip.encode import DEFAULT_TEMPLATE, encode_images, encode_words
 from rsitr_bench.data.images import load_rgb
-from rsitr_bench.guidance import ItemContext
-from rsitr_bench.keywords.cache import CheckedStore, digest, image_digest
+from rsitr_bench.guidance.context import ItemContext
+from rsitr_bench.harness.store import CheckedStore, digest, image_digest
 from rsitr_bench.keywords.rules import RulesOptions, build_lexicon
-from rsitr_bench.perspectives.clip_ops import encode_images, encode_texts
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 1
-DEFAULT_TEMPLATE = "a satellite image of {}."
 
 
 @dataclass
@@ -46,16 +46,14 @@ class VocabularyOptions:
         scene_nouns: let land-cover words ("forest", "sea") into the vocabulary.
     """
 
-    top_k: int = 4
-    min_count: int = 2
-    max_size: int = 512
+    top_k: Annotated[int, Field(ge=1)] = 4
+    min_count: Annotated[int, Field(ge=1)] = 2
+    max_size: Annotated[int, Field(ge=1)] = 512
     template: str = DEFAULT_TEMPLATE
     min_similarity: float | None = None
     scene_nouns: bool = False
 
-    def validate(self) -> None:
-        if self.top_k < 1 or self.min_count < 1 or self.max_size < 1:
-            raise ValueError("top_k, min_count and max_size must be >= 1")
+    def __post_init__(self) -> None:
         if "{}" not in self.template:
             raise ValueError(f"template {self.template!r} must contain {{}} where the word goes")
 
@@ -100,8 +98,7 @@ class VocabularyProvider:
             return list(hit)
         backbone = self.env.backbone()
         if self._text is None:
-            texts = [self.options.template.format(w) for w in self.vocabulary]
-            self._text = encode_texts(backbone, texts).cpu().numpy()
+            self._text = encode_words(backbone, self.vocabulary, self.options.template).cpu().numpy()
         image = encode_images(backbone, [load_rgb(item.image_path, record=item.image_name)])[0].cpu().numpy()
         chosen = rank_vocabulary(self._text @ image, self.options.top_k, self.options.min_similarity)
         words = [self.vocabulary[i] for i in chosen]

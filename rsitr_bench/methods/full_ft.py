@@ -8,17 +8,18 @@ negatives. Model selection is on validation mR through the shared engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone, weights_provenance
+from rsitr_bench.api import FitSummary, MethodSpec, RunContext
+from rsitr_bench.clip.backbones import Backbone, weights_provenance
 from rsitr_bench.data.model import Split
-from rsitr_bench.engine import Engine, TrainConfig
-from rsitr_bench.methods.clip_training import (
+from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
+from rsitr_bench.training.clip_training import (
     CaptionBatches,
     ClipTrainingOptions,
     ImageBank,
@@ -26,29 +27,24 @@ from rsitr_bench.methods.clip_training import (
     encode_texts_with,
     train_transform,
 )
-from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
+from rsitr_bench.training.engine import BatchSize, Engine, Epochs, LearningRate, TrainConfig, TrainSummary
 
 
 @dataclass
 class FullFtOptions(ClipTrainingOptions):
     """Backbone and training-data options (see ``ClipTrainingOptions``) plus the contrastive temperature."""
 
-    temperature: float = 0.07
+    temperature: Annotated[float, Field(gt=0)] = 0.07
     learn_temperature: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
 @dataclass
 class FullFtTrain(TrainConfig):
     """Training defaults sized for the embedded backbone; set lr around 1e-5 for ViT-B-32."""
 
-    lr: float = 5e-5
-    epochs: int = 8
-    batch_size: int = 128
+    lr: LearningRate = 5e-5
+    epochs: Epochs = 8
+    batch_size: BatchSize = 128
 
 
 class ClipPairs(nn.Module):
@@ -76,10 +72,11 @@ def pair_batches(train: Split, bank: ImageBank, transform: Any, tokens: torch.Te
     return lambda plan: CaptionBatches(train.caption_image, plan, build, per_epoch)
 
 
-def fit_summary(summary: Any) -> dict[str, Any]:
-    """The part of the engine's summary that is stamped into the run's result."""
+def fit_summary(summary: TrainSummary, **extra: Any) -> FitSummary:
+    """The engine's summary as the run's result stamps it (``extra``: more details of the method's own)."""
     record = summary.to_dict()
-    return {"selection": record.pop("selection"), "best_epoch": record.pop("best_epoch"), "train": record}
+    label, selected_on = record.pop("selection"), record.pop("selected_on")
+    return FitSummary(selected_on, label, {"best_epoch": record.pop("best_epoch"), "train": record, **extra})
 
 
 class FullFineTune:
@@ -93,7 +90,7 @@ class FullFineTune:
             self._backbone.model.requires_grad_(True)
         return self._backbone
 
-    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> dict[str, Any]:
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> FitSummary:
         if train is None:
             raise ValueError("full-ft needs a training split")
         backbone = self.backbone(ctx.device)

@@ -7,31 +7,28 @@ L2-normalised open_clip embeddings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.backbones import Backbone, BackboneOptions, weights_provenance
+from rsitr_bench.clip.backbones import Backbone, BackboneOptions, weights_provenance
+from rsitr_bench.clip.features import FeatureCache, encode_images, encode_texts
 from rsitr_bench.data.model import Split
-from rsitr_bench.features import FeatureCache, encode_images, encode_texts
 
 
 @dataclass
 class GlobalClipOptions(BackboneOptions):
-    """The backbone (see :class:`~rsitr_bench.backbones.BackboneOptions`) and the encoding batch size."""
+    """The backbone (see :class:`~rsitr_bench.clip.backbones.BackboneOptions`) and the encoding batch size."""
 
-    batch_size: int = 64
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+    batch_size: Annotated[int, Field(ge=1)] = 64
 
 
 class GlobalClip:
     """Zero-shot CLIP: ``fit`` does nothing, ``score`` is image-caption cosine similarity."""
 
-    def __init__(self, options: GlobalClipOptions):
+    def __init__(self, options: GlobalClipOptions, train: None):
         self.options = options
         self._backbone: Backbone | None = None
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rsitr_bench.keywords.hub import resolve_local_model
+from rsitr_bench.harness.hub import resolve_local_model
 from rsitr_bench.perspectives.sam_models import count_calls, require_langsam
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"

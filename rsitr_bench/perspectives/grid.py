@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from PIL import Image
+from pydantic import Field
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
-from rsitr_bench.guidance import ItemContext, Perspective
-from rsitr_bench.keywords.cache import digest
+from rsitr_bench.guidance.context import ItemContext, Perspective
+from rsitr_bench.harness.store import digest
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 1
 
@@ -27,15 +28,9 @@ VERSION = 1
 class GridOptions:
     """Options of ``grid``: ``rows`` × ``cols`` cells, each grown by ``overlap`` of its size per side."""
 
-    rows: int = 2
-    cols: int = 2
-    overlap: float = 0.0
-
-    def validate(self) -> None:
-        if self.rows < 1 or self.cols < 1:
-            raise ValueError("rows and cols must be >= 1")
-        if not 0.0 <= self.overlap <= 1.0:
-            raise ValueError(f"overlap must be within [0, 1], got {self.overlap}")
+    rows: Annotated[int, Field(ge=1)] = 2
+    cols: Annotated[int, Field(ge=1)] = 2
+    overlap: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 def grid_boxes(width: int, height: int, rows: int, cols: int,
@@ -55,8 +50,6 @@ def grid_boxes(width: int, height: int, rows: int, cols: int,
 class GridGenerator:
     """Keyword-free crops: the same cells for every image."""
 
-    uses_keywords = False
-
     def __init__(self, options: GridOptions, env: GuidanceEnv):
         self.options = options
         self.identity = digest("grid", VERSION, dataclasses.asdict(options))
@@ -73,4 +66,5 @@ SPEC = PerspectiveGeneratorSpec(
     factory=GridGenerator,
     options=GridOptions,
     description="Fixed rows x cols crops; uses no keywords (baseline)",
+    keyword_guided=False,
 )

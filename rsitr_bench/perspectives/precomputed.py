@@ -7,7 +7,7 @@ mask. This generator hands those files out as perspectives (box = the mask's bou
 non-black pixels), so a method in ``crop_mode: masked`` sees exactly the published sub-images.
 
 **It is the published, leaky protocol.** The val/test sub-images were segmented from nouns of each image's
-*own* ground-truth captions. The generator declares this (``derived_from_own_captions``); the guidance service
+*own* ground-truth captions. Its spec declares this (``derived_from_own_captions``); the guidance service
 then records every val/test gallery item it serves as leaked, so every result that uses it is stamped
 ``leakage_audit: fail (as published)`` and non-compliant, whatever method asked for it.
 
@@ -38,13 +38,13 @@ import numpy as np
 from PIL import Image
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
-from rsitr_bench.datasets.readers._common import basename, data_error, expect_object, get_image_ref, load_json
+from rsitr_bench.data.annotations import basename, data_error, expect_object, get_image_ref, load_json
 from rsitr_bench.errors import DataError
-from rsitr_bench.guidance import ItemContext, Perspective
-from rsitr_bench.keywords.cache import digest
+from rsitr_bench.guidance.context import ItemContext, Perspective
+from rsitr_bench.harness.store import digest
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 1
 SUBIMAGES = "subimages"
@@ -79,9 +79,6 @@ class _Nouns:
 
 class PrecomputedGenerator:
     """The reference's published sub-images, one perspective per noun with a file."""
-
-    uses_keywords = False
-    derived_from_own_captions = True
 
     def __init__(self, options: PrecomputedOptions, env: GuidanceEnv):
         self.options, self.env = options, env
@@ -221,4 +218,6 @@ SPEC = PerspectiveGeneratorSpec(
     factory=PrecomputedGenerator,
     options=PrecomputedOptions,
     description="MPS-CLIP's published sub-images from disk (LEAKY: stamped 'fail (as published)')",
+    keyword_guided=False,
+    derived_from_own_captions=True,
 )

@@ -1,7 +1,7 @@
 """``clip-saliency``: keyword regions from the backbone's patch-text similarity, without SAM.
 
 For each keyword, the similarity of every image patch with the keyword's text embedding is computed (see
-:mod:`rsitr_bench.perspectives.clip_ops`). Patches above ``threshold`` of the map's range (from its minimum
+:mod:`rsitr_bench.clip.patches`). Patches above ``threshold`` of the map's range (from its minimum
 to its maximum) that are 4-connected to the best patch form the region; its patch extent, mapped back to
 pixels, is the box, and the patches themselves the mask. A flat map, or a best patch below
 ``min_similarity``, means nothing was found for that keyword.
@@ -18,23 +18,23 @@ import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
-from rsitr_bench.backbones import Backbone
+from rsitr_bench.clip.backbones import Backbone
+from rsitr_bench.clip.encode import DEFAULT_TEMPLATE, encode_words
+from rsitr_bench.clip.patches import TokenSource, patch_text_similarity
 from rsitr_bench.data.images import load_rgb
-from rsitr_bench.guidance import ItemContext, Perspective
-from rsitr_bench.keywords.cache import digest
-from rsitr_bench.keywords.vocabulary import DEFAULT_TEMPLATE
-from rsitr_bench.perspectives import clip_ops
-from rsitr_bench.perspectives.clip_ops import TokenSource
+from rsitr_bench.guidance.context import ItemContext, Perspective
+from rsitr_bench.harness.store import digest
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 2  # 2: keywords encoded one per forward pass (batch-independent cache entries)
 Similarity = Callable[[Backbone, Image.Image, torch.Tensor, TokenSource], np.ndarray]
@@ -53,12 +53,10 @@ class ClipSaliencyOptions:
 
     template: str = DEFAULT_TEMPLATE
     tokens: TokenSource = "value"
-    threshold: float = 0.6
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.6
     min_similarity: float | None = None
 
-    def validate(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
+    def __post_init__(self) -> None:
         if "{}" not in self.template:
             raise ValueError(f"template {self.template!r} must contain {{}} where the keyword goes")
 
@@ -113,7 +111,6 @@ class ClipSaliencyGenerator:
         similarity: the patch-text similarity function; tests plant known maps through it.
     """
 
-    uses_keywords = True
 
     def __init__(self, options: ClipSaliencyOptions, env: GuidanceEnv, similarity: Similarity | None = None):
         self.options = options
@@ -138,9 +135,9 @@ class ClipSaliencyGenerator:
         # cached region a function of (image, keyword) only, so sharded and full `prepare` runs agree bit for bit.
         for keyword in keywords:
             if keyword not in self._text:
-                self._text[keyword] = clip_ops.encode_texts(backbone, [self.options.template.format(keyword)])[0]
+                self._text[keyword] = encode_words(backbone, [keyword], self.options.template)[0]
         text = torch.stack([self._text[k] for k in keywords])
-        similarity = self.similarity or clip_ops.patch_text_similarity
+        similarity = self.similarity or patch_text_similarity
         maps = similarity(backbone, image, text, self.options.tokens)
         found = {}
         for keyword, sim in zip(keywords, maps):

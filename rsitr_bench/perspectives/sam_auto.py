@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
+from rsitr_bench.clip.encode import DEFAULT_TEMPLATE, encode_images, encode_words
 from rsitr_bench.data.images import load_rgb
-from rsitr_bench.guidance import ItemContext, Perspective
-from rsitr_bench.keywords.cache import digest, weights_digest
-from rsitr_bench.keywords.vocabulary import DEFAULT_TEMPLATE
-from rsitr_bench.perspectives.clip_ops import encode_images, encode_texts
+from rsitr_bench.guidance.context import ItemContext, Perspective
+from rsitr_bench.harness.store import digest, weights_digest
 from rsitr_bench.perspectives.sam_models import (
     build_samgeo,
     count_calls,
@@ -28,7 +28,7 @@ from rsitr_bench.perspectives.sam_models import (
 )
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 1
 
@@ -47,23 +47,18 @@ class SamAutoOptions:
 
     sam_model_type: str = "vit_b"
     sam_checkpoint: str | None = None
-    points_per_side: int = 16
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    max_masks: int = 32
-    min_area: float = 0.001
+    points_per_side: Annotated[int, Field(ge=1)] = 16
+    pred_iou_thresh: Annotated[float, Field(ge=0, le=1)] = 0.88
+    stability_score_thresh: Annotated[float, Field(ge=0, le=1)] = 0.95
+    max_masks: Annotated[int, Field(ge=1)] = 32
+    min_area: Annotated[float, Field(ge=0, le=1)] = 0.001
     template: str = DEFAULT_TEMPLATE
     min_similarity: float | None = None
-
-    def validate(self) -> None:
-        if self.points_per_side < 1 or self.max_masks < 1:
-            raise ValueError("points_per_side and max_masks must be >= 1")
 
 
 class SamAutoGenerator:
     """Automatic SAM masks, each keyword assigned its most similar mask."""
 
-    uses_keywords = True
 
     def __init__(self, options: SamAutoOptions, env: GuidanceEnv):
         self.options = options
@@ -99,7 +94,7 @@ class SamAutoGenerator:
                  for x, y, w, h in (m["bbox"] for m in masks)]
         backbone = self.env.backbone()
         crops = encode_images(backbone, [image.crop(b) for b in boxes])
-        text = encode_texts(backbone, [self.options.template.format(k) for k in keywords])
+        text = encode_words(backbone, keywords, self.options.template)
         similarity = (text @ crops.T).cpu().numpy()
         out = []
         for k, keyword in enumerate(keywords):
@@ -120,4 +115,5 @@ SPEC = PerspectiveGeneratorSpec(
     factory=make_sam_auto,
     options=SamAutoOptions,
     description="SAM automatic masks (samgeo) ranked by keyword similarity with the backbone",
+    counters=("sam_image_encoder_calls",),
 )

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
 from rsitr_bench.data.images import load_rgb
-from rsitr_bench.guidance import ItemContext, Perspective
-from rsitr_bench.keywords.cache import digest, weights_digest
-from rsitr_bench.keywords.hub import is_available
+from rsitr_bench.guidance.context import ItemContext, Perspective
+from rsitr_bench.harness.hub import is_available
+from rsitr_bench.harness.store import digest, weights_digest
 from rsitr_bench.perspectives.detector import DEFAULT_DETECTOR, GroundingDinoLocalizer, LangSamLocalizer
 from rsitr_bench.perspectives.saliency import ClipSaliencyGenerator, ClipSaliencyOptions
 from rsitr_bench.perspectives.sam_models import (
@@ -38,7 +39,7 @@ from rsitr_bench.perspectives.sam_models import (
 )
 
 if TYPE_CHECKING:
-    from rsitr_bench.guidance_service import GuidanceEnv
+    from rsitr_bench.api import GuidanceEnv
 
 VERSION = 1
 Localizer = Literal["auto", "grounding-dino", "clip-saliency", "langsam"]
@@ -61,23 +62,18 @@ class SamGeoOptions:
 
     localizer: Localizer = "auto"
     detector: str = DEFAULT_DETECTOR
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
+    box_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
+    text_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25
     instances: Literal["best", "union"] = "best"
-    max_instances: int = 8
+    max_instances: Annotated[int, Field(ge=1)] = 8
     sam_model_type: str = "vit_b"
     sam_checkpoint: str | None = None
     saliency: ClipSaliencyOptions = field(default_factory=ClipSaliencyOptions)
-
-    def validate(self) -> None:
-        if self.max_instances < 1:
-            raise ValueError("max_instances must be >= 1")
 
 
 class SamGeoGenerator:
     """Localizer boxes refined by samgeo's SAM, one SAM image embedding per image."""
 
-    uses_keywords = True
 
     def __init__(self, options: SamGeoOptions, env: GuidanceEnv):
         self.options = options
@@ -188,4 +184,5 @@ SPEC = PerspectiveGeneratorSpec(
     factory=make_samgeo,
     options=SamGeoOptions,
     description="Keyword boxes (GroundingDINO or clip-saliency) refined by samgeo's SAM, 1 encoding/image",
+    counters=("localizer_fallbacks", "detector_calls", "sam_image_encoder_calls"),
 )

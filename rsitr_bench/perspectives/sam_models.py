@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from rsitr_bench.atomic import write_atomic
 from rsitr_bench.errors import CheckpointError, UserError
+from rsitr_bench.harness.atomic import write_atomic
 
 #: The official SAM 1 checkpoints samgeo knows, by model type.
 SAM_CHECKPOINTS: dict[str, tuple[str, str]] = {

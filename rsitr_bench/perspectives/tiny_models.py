@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rsitr_bench.keywords.lexicon import OBJECT_NOUNS, SCENE_NOUNS
+from rsitr_bench.guidance.lexicon import OBJECT_NOUNS, SCENE_NOUNS
 
 _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from rsitr_bench import __version__
-from rsitr_bench.config import resolve_config
 from rsitr_bench.errors import UserError
-from rsitr_bench.plugins import PluginHost
-from rsitr_bench.registry import Registry
+from rsitr_bench.harness.config import resolve_config
+from rsitr_bench.harness.plugins import PluginHost
+from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.splits import load_splits
 from rsitr_bench.reports import plots
 from rsitr_bench.reports.leaderboard import Comparison, Table, build_tables, compare_published
 from rsitr_bench.reports.published import PublishedDataset, load_published
@@ -68,8 +69,6 @@ def _slug(text: str) -> str:
 
 def _scene_labels(table: Table, host: PluginHost) -> tuple[Any, str]:
     """Reload a table's test split through its dataset plugin for the scene labels (or say why not)."""
-    from rsitr_bench.runner import load_splits
-
     record = table.rows[0].record
     try:
         config = resolve_config(record.config, host)

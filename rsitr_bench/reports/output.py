@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rsitr_bench.atomic import write_bytes_atomic, write_text_atomic
+from rsitr_bench.harness.atomic import write_bytes_atomic, write_text_atomic
 from rsitr_bench.reports import render_csv, render_html, render_json, render_latex, render_md
 from rsitr_bench.reports.model import Report
 

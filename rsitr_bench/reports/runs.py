@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from rsitr_bench.registry import Registry, RunRow
+from rsitr_bench.harness.registry import Registry, RunRow
 
 # Configuration keys that do not change what a run measures (where it ran, how it printed).
 _NEUTRAL_PREFIXES = ("run.", "data.root")

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from rsitr_bench.reports.runs import RunRecord
-from rsitr_bench.search_space import format_params
+from rsitr_bench.sweeps.search_space import format_params
 
 
 @dataclass

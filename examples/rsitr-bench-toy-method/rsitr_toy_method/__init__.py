@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rsitr_bench import hookimpl
-from rsitr_bench.api import MethodSpec, RunContext
-from rsitr_bench.data import Split
+from rsitr_bench.api import FitSummary, MethodSpec, RunContext, Split
 
 
 @dataclass
@@ -21,11 +20,11 @@ class ToyOptions:
 class ToyRandom:
     """Chance-level retrieval: random scores, reproducible from the run's seed."""
 
-    def __init__(self, options: ToyOptions):
+    def __init__(self, options: ToyOptions, train_options: None):
         self.options = options
 
-    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:
-        return None
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> FitSummary | None:
+        return None  # zero-shot: nothing to select, the result says "none (zero-shot)"
 
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
         rng = np.random.default_rng(ctx.seed)

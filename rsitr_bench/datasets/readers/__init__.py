@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsitr_bench.datasets.readers._common import ImageRecord, basename
+from rsitr_bench.data.annotations import ImageRecord, basename
 from rsitr_bench.datasets.readers.coco import read_coco
 from rsitr_bench.datasets.readers.csv_dump import read_csv
 from rsitr_bench.datasets.readers.finetune import read_finetune

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsitr_bench.datasets.readers._common import (
+from rsitr_bench.data.annotations import (
     ImageRecord,
     data_error,
     expect_nonempty,

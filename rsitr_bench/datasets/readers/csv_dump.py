@@ -15,7 +15,7 @@ import csv
 import io
 from pathlib import Path
 
-from rsitr_bench.datasets.readers._common import (
+from rsitr_bench.data.annotations import (
     ImageRecord,
     basename,
     data_error,

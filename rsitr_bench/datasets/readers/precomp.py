@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsitr_bench.datasets.readers._common import (
+from rsitr_bench.data.annotations import (
     ImageRecord,
     basename,
     data_error,

@@ -21,25 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from rsitr_bench.api import RunContext
-from rsitr_bench.backbones import Backbone, resolve_weights_file, weights_provenance
+from rsitr_bench.api import FitSummary, RunContext
+from rsitr_bench.clip.backbones import Backbone, resolve_weights_file, weights_provenance
 from rsitr_bench.data.model import Split
-from rsitr_bench.engine import Engine, TrainConfig
 from rsitr_bench.errors import ConfigError
-from rsitr_bench.methods.clip_training import (
-    CaptionBatches,
-    ClipTrainingOptions,
-    ImageBank,
-    encode_texts_with,
-    train_transform,
-)
 from rsitr_bench.methods.full_ft import fit_summary
 from rsitr_bench.methods.mps_clip.adapter import add_g2a_adapters, mark_trainable
 from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
@@ -57,9 +50,19 @@ from rsitr_bench.methods.mps_clip.reference_checkpoint import (
     read_reference_checkpoint,
     reference_backbone,
 )
+from rsitr_bench.training.clip_training import (
+    CaptionBatches,
+    ClipTrainingOptions,
+    ImageBank,
+    encode_texts_with,
+    train_transform,
+)
+from rsitr_bench.training.engine import BatchSize, Engine, Epochs, LearningRate, TrainConfig
 
 #: Sub-images one optimiser step may push through the encoder; beyond it a step cannot fit in memory.
 MAX_SUBIMAGES_PER_STEP = 8192
+#: A count of at least one (adapter width and heads, MPR heads K, sub-images per image).
+Positive = Annotated[int, Field(ge=1)]
 
 
 @dataclass
@@ -91,17 +94,17 @@ class MpsClipOptions(ClipTrainingOptions):
     """
 
     variant: Literal["serial", "parallel"] = "serial"
-    bottleneck: int = 32
-    adapter_heads: int = 4
+    bottleneck: Positive = 32
+    adapter_heads: Positive = 4
     ga_double_residual: bool = False
-    mpr_heads: int = 4
+    mpr_heads: Positive = 4
     mpr_mlp: bool = True
     mpr_without_regions: Literal["global", "zero"] = "global"
     train_mpr: bool = True
     loss: Literal["head", "pre_restore"] = "head"
-    lambda_mpc: float | None = None
-    lambda_mpt: float | None = None
-    temperature: float = 0.07
+    lambda_mpc: Annotated[float, Field(ge=0)] | None = None
+    lambda_mpt: Annotated[float, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(gt=0)] = 0.07
     learn_temperature: bool = False
     same_image_positives: bool = True
     train_keywords: str = "rules"
@@ -109,19 +112,13 @@ class MpsClipOptions(ClipTrainingOptions):
     perspectives: str = "clip-saliency"
     keyword_options: dict | None = None
     perspective_options: dict | None = None
-    max_perspectives: int = 3
+    max_perspectives: Positive = 3
     crop_mode: Literal["crop", "masked"] = "crop"
     leaky_gallery: bool = False
 
-    def validate(self) -> None:
-        super().validate()
-        if self.mpr_heads < 1:
-            raise ValueError(f"mpr_heads (K) must be at least 1, got {self.mpr_heads}: MPS-CLIP's "
-                             f"multi-perspective losses take the maximum over K heads")
-        if self.max_perspectives < 1:
-            raise ValueError(f"max_perspectives must be at least 1, got {self.max_perspectives}; "
-                             f"use global-clip or full-ft for a method without sub-images")
-        if self.bottleneck < 1 or self.bottleneck % self.adapter_heads:
+    def __post_init__(self) -> None:
+        # The ranges are declared on the fields; this is the one rule that ties two of them together.
+        if self.adapter_heads > 0 and self.bottleneck % self.adapter_heads:
             raise ValueError(f"bottleneck {self.bottleneck} must be a positive multiple of adapter_heads "
                              f"{self.adapter_heads}")
 
@@ -133,9 +130,9 @@ class MpsClipTrain(TrainConfig):
     lr 3e-4 was chosen on synthetic-rs *validation* mR (46.5, against 46.45 untrained and a decline at 1e-3).
     """
 
-    lr: float = 3e-4
-    epochs: int = 5
-    batch_size: int = 128
+    lr: LearningRate = 3e-4
+    epochs: Epochs = 5
+    batch_size: BatchSize = 128
 
 
 class MpsClipNet(nn.Module):
@@ -207,7 +204,7 @@ class MpsClip:
 
     def _subimages(self, split: Split, ctx: RunContext, bank: ImageBank) -> tuple[list[list[Any]], dict]:
         """PIL sub-images per image of ``split``, from the run's guidance service."""
-        from rsitr_bench.perspectives.crops import crop_perspectives
+        from rsitr_bench.guidance.crops import crop_perspectives
 
         o = self.options
         if ctx.guidance is None:
@@ -224,7 +221,7 @@ class MpsClip:
 
     # ------------------------------------------------------------------------------------- training
 
-    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> dict[str, Any]:
+    def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> FitSummary:
         if train is None:
             raise ValueError("mps-clip needs a training split")
         o = self.options
@@ -257,7 +254,7 @@ class MpsClip:
         summary = Engine(self.train_config, ctx).fit(
             net, lambda plan: CaptionBatches(train.caption_image, plan, build, o.epoch_samples), loss, evaluate)
         reference = {"reference_checkpoint": self.reference.info.to_dict()} if self.reference is not None else {}
-        return {**fit_summary(summary), "guidance_train": guidance, **reference}
+        return fit_summary(summary, guidance_train=guidance, **reference)
 
     # -------------------------------------------------------------------------------------- scoring
 

@@ -10,11 +10,12 @@ published configuration (docs/mps-clip.md §2.6, §5) so it can be reproduced by
 * ``mps-clip-as-published``: the published *test protocol*: gallery keywords from each val/test image's own
   captions. It leaks the answer into the gallery; every result is stamped ``leakage_audit: fail (as
   published)`` and never ranked with compliant runs.
+
+Each preset is data: values over the ``mps-clip`` defaults (``MethodSpec.defaults``), checked against the very
+same option declarations, so a preset cannot widen a field's type or range.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from rsitr_bench.api import MethodSpec
 from rsitr_bench.methods.mps_clip.method import MpsClip, MpsClipOptions, MpsClipTrain
@@ -28,52 +29,38 @@ SEARCH_SPACE = {
 }
 
 
-@dataclass
-class HeadOptions(MpsClipOptions):
-    model: str = "ViT-B-32"
-    pretrained: str | None = "openai"
-    bottleneck: int = 128
-    adapter_heads: int = 8
-    augment: str = "crop-flip"
-    epoch_samples: str = "captions"
+#: The published HEAD configuration, as values over the ``mps-clip`` defaults.
+HEAD = {
+    "method": {"model": "ViT-B-32", "pretrained": "openai", "bottleneck": 128, "adapter_heads": 8,
+               "augment": "crop-flip", "epoch_samples": "captions"},
+    "train": {"lr": 4e-5, "epochs": 35},
+}
+#: The pre-restore configuration of the released checkpoints: HEAD with these values changed.
+PRE_RESTORE = {
+    "method": {**HEAD["method"], "pretrained": "laion2b_s34b_b79k", "variant": "parallel", "train_mpr": False,
+               "loss": "pre_restore", "learn_temperature": True},
+    "train": {**HEAD["train"], "lr": 4e-4},
+}
+#: The published, leaky test protocol on the ``mps-clip`` defaults.
+AS_PUBLISHED = {"method": {"leaky_gallery": True}}
 
 
-@dataclass
-class HeadTrain(MpsClipTrain):
-    lr: float = 4e-5
-    epochs: int = 35
+def _leaky_gallery(options: MpsClipOptions) -> bool:
+    """``leaky_gallery: true`` (the as-published preset, or the eval presets of the released checkpoints)."""
+    return options.leaky_gallery
 
 
-@dataclass
-class PreRestoreOptions(HeadOptions):
-    pretrained: str | None = "laion2b_s34b_b79k"
-    variant: str = "parallel"
-    train_mpr: bool = False
-    loss: str = "pre_restore"
-    learn_temperature: bool = True
-
-
-@dataclass
-class PreRestoreTrain(HeadTrain):
-    lr: float = 4e-4
-
-
-@dataclass
-class AsPublishedOptions(MpsClipOptions):
-    leaky_gallery: bool = True
-
-
-def _spec(name: str, options: type, train: type, description: str) -> MethodSpec:
-    return MethodSpec(name=name, factory=MpsClip, options=options, train_options=train, description=description,
-                      search_space=SEARCH_SPACE)
+def _spec(name: str, description: str, defaults: dict | None = None) -> MethodSpec:
+    return MethodSpec(name=name, factory=MpsClip, options=MpsClipOptions, train_options=MpsClipTrain,
+                      description=description, search_space=SEARCH_SPACE, reads_gallery_captions=_leaky_gallery,
+                      defaults=defaults or {})
 
 
 SPECS = [
-    _spec("mps-clip", MpsClipOptions, MpsClipTrain,
-          "MPS-CLIP (G²A adapters + MPR + hybrid loss), leak-free keyword-guided perspectives"),
-    _spec("mps-clip-head", HeadOptions, HeadTrain, "MPS-CLIP, published HEAD configuration (ViT-B-32 / openai)"),
-    _spec("mps-clip-pre-restore", PreRestoreOptions, PreRestoreTrain,
-          "MPS-CLIP, pre-restore configuration of the released checkpoints (ViT-B-32 / laion2b)"),
-    _spec("mps-clip-as-published", AsPublishedOptions, MpsClipTrain,
-          "MPS-CLIP with the published LEAKY test protocol (non-compliant; for reproduction only)"),
+    _spec("mps-clip", "MPS-CLIP (G²A adapters + MPR + hybrid loss), leak-free keyword-guided perspectives"),
+    _spec("mps-clip-head", "MPS-CLIP, published HEAD configuration (ViT-B-32 / openai)", HEAD),
+    _spec("mps-clip-pre-restore",
+          "MPS-CLIP, pre-restore configuration of the released checkpoints (ViT-B-32 / laion2b)", PRE_RESTORE),
+    _spec("mps-clip-as-published",
+          "MPS-CLIP with the published LEAKY test protocol (non-compliant; for reproduction only)", AS_PUBLISHED),
 ]

@@ -51,7 +51,7 @@ import open_clip
 import torch
 from torch import nn
 
-from rsitr_bench.backbones import (
+from rsitr_bench.clip.backbones import (
     Backbone,
     file_sha256,
     load_state_dict_strict,

@@ -1,0 +1,97 @@
+"""Batched CLIP encoding with a content-addressed feature cache.
+
+Features are cached on disk under a key made of the backbone identity (architecture + weight hash), the
+preprocessing, and the *content* of the inputs (image bytes, normalised caption text). A rerun on the same
+data with the same weights reads the cache instead of encoding again, whatever the run or split is called.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsitr_bench.clip.backbones import Backbone
+from rsitr_bench.clip.encode import embed_batches, model_device
+from rsitr_bench.data.images import load_rgb
+from rsitr_bench.data.model import Split
+from rsitr_bench.harness.store import SPACED, ContentStore, digest, file_sha256
+
+
+class FeatureCache:
+    """``.npy`` arrays under ``<cache>/features/<key[:2]>/<key>.npy``, written atomically and durably."""
+
+    def __init__(self, root: Path):
+        self.files = ContentStore(root, "features", ".npy", durable=True)
+
+    def path(self, key: str) -> Path:
+        return self.files.path(key)
+
+    def get(self, key: str) -> np.ndarray | None:
+        try:
+            data = self.files.read(key)
+            return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError):
+            self.files.discard(key)  # a corrupt entry is recomputed, never trusted
+            return None
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        self.files.write(key, buf.getvalue())
+
+
+def cache_key(*parts: object) -> str:
+    """The feature store's key: :func:`~rsitr_bench.harness.store.digest` in the store's own encoding."""
+    return digest(*parts, encoding=SPACED)
+
+
+def encode_images(backbone: Backbone, split: Split, cache: FeatureCache, log: logging.Logger,
+                  batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """L2-normalised image embeddings ``[n_images, dim]`` in split order."""
+    key = cache_key("image", backbone.identity, repr(backbone.preprocess),
+                    [file_sha256(Path(p)) for p in split.image_paths])
+    cached = cache.get(key)
+    if cached is not None:
+        log.info("Reusing cached image features for %s/%s (%d images, cache key %s)",
+                 split.dataset, split.name, split.n_images, key[:12])
+        return cached
+    device = model_device(backbone)
+    records = list(zip(split.image_paths, range(split.n_images)))
+
+    def encode(batch: Sequence) -> torch.Tensor:
+        pixels = torch.stack([
+            backbone.preprocess(load_rgb(Path(path), record=f"{split.dataset} {split.name} image {i}"))
+            for path, i in batch])
+        return backbone.model.encode_image(pixels.to(device))
+
+    feats = embed_batches(records, encode, batch_size, to_cpu=True,
+                          desc=f"encode images ({split.name})" if progress else None).numpy()
+    cache.put(key, feats)
+    log.info("Encoded %d images of %s/%s and cached them (key %s)", split.n_images, split.dataset, split.name,
+             key[:12])
+    return feats
+
+
+def encode_texts(backbone: Backbone, texts: Sequence[str], cache: FeatureCache, log: logging.Logger,
+                 batch_size: int = 256, progress: bool = True, label: str = "captions") -> np.ndarray:
+    """L2-normalised text embeddings ``[n_texts, dim]``; ``texts`` are already normalised and prefixed."""
+    key = cache_key("text", backbone.identity, list(texts))
+    cached = cache.get(key)
+    if cached is not None:
+        log.info("Reusing cached text features for %s (%d texts, cache key %s)", label, len(texts), key[:12])
+        return cached
+    device = model_device(backbone)
+
+    def encode(batch: Sequence[str]) -> torch.Tensor:
+        return backbone.model.encode_text(backbone.tokenizer(list(batch)).to(device))
+
+    feats = embed_batches(list(texts), encode, batch_size, to_cpu=True,
+                          desc=f"encode {label}" if progress else None).numpy()
+    cache.put(key, feats)
+    log.info("Encoded %d texts of %s and cached them (key %s)", len(texts), label, key[:12])
+    return feats

@@ -1,0 +1,1 @@
+"""The shared training loop and the CLIP training helpers every trainable method uses."""
