@@ -30,18 +30,25 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from rsitr_bench.data.model import Split
+from rsitr_bench.data.model import ObjectBox, Split
 from rsitr_bench.data.text import normalize_text
-from rsitr_bench.guidance.context import CaptionAccessRefused, ItemContext, ItemRole, Perspective, SplitRole
+from rsitr_bench.guidance.context import (
+    CaptionAccessRefused,
+    GroundTruthRefused,
+    ItemContext,
+    ItemRole,
+    Perspective,
+    SplitRole,
+)
 
 if TYPE_CHECKING:
     from rsitr_bench.clip.backbones import Backbone
 
 __all__ = [
-    "CaptionAccessRefused", "Dataset", "DatasetSpec", "FitSummary", "Guidance", "GuidanceEnv", "GuidanceResult",
-    "ItemContext", "ItemRole", "KeywordProvider", "KeywordProviderSpec", "Method", "MethodSpec", "PLUGIN_KINDS",
-    "Perspective", "PerspectiveGenerator", "PerspectiveGeneratorSpec", "PluginKind", "PluginSpec",
-    "ReportsWeights", "RunContext", "Selection", "Split", "SplitRole", "TrainOptions",
+    "CaptionAccessRefused", "Dataset", "DatasetSpec", "FitSummary", "GroundTruthRefused", "Guidance", "GuidanceEnv",
+    "GuidanceResult", "ItemContext", "ItemRole", "KeywordProvider", "KeywordProviderSpec", "Method", "MethodSpec",
+    "ObjectBox", "PLUGIN_KINDS", "Perspective", "PerspectiveGenerator", "PerspectiveGeneratorSpec", "PluginKind",
+    "PluginSpec", "ReportsWeights", "RunContext", "Selection", "Split", "SplitRole", "TrainOptions",
 ]
 
 
@@ -129,12 +136,17 @@ class PerspectiveGeneratorSpec(PluginSpec):
         derived_from_own_captions: True for a generator whose output was made from each item's *own*
             captions (``precomputed``: the published sub-images). Its val/test gallery items are recorded as
             leaked in the audit, from the cache or not, and its cache entries are keyed by the item's name too.
+        deployable: False for a generator that reads ground truth a deployed system never has (``oracle-boxes``:
+            the annotated boxes of each keyword's object). Only such a generator's item contexts carry
+            :meth:`ItemContext.object_boxes`, and only on a dataset that declares them; every run that used it
+            is stamped non-compliant ("oracle perspectives (upper bound, not deployable)") and never ranked.
         counters: the names of the counters it adds to ``env.counters`` (e.g. ``detector_calls``); each
             :class:`GuidanceResult` that used it reports them, zero when nothing happened.
     """
 
     keyword_guided: bool = True
     derived_from_own_captions: bool = False
+    deployable: bool = True
     counters: tuple[str, ...] = ()
 
 

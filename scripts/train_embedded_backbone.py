@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from rsitr_bench.clip.backbones import EMBEDDED_TAG, build_backbone, file_sha256
+from rsitr_bench.clip.backbones import EMBEDDED_TAG, build_backbone
 from rsitr_bench.data.images import load_rgb
 from rsitr_bench.datasets.synthetic import SyntheticOptions, make_dataset
+from rsitr_bench.harness.store import file_sha256
 from rsitr_bench.metrics import retrieval_metrics
 
 PRETRAIN_SEED = 1000

@@ -164,8 +164,45 @@ def test_repeats_of_a_configuration_show_the_newest_and_same_method_variants_are
     fake_run(registry, "m", 0.4, config={"method": {"name": "m", "k": 4}})
     (table,) = _report(registry, host).sections[0].tables
     assert table.superseded == [old]
-    assert sorted(r.label for r in table.rows) == ["m (k=2)", "m (k=4)"]
+    assert sorted(r.label for r in table.rows) == ["m #1", "m #2"]
+    assert table.legend == [("m #1", "method.k=2"), ("m #2", "method.k=4")]
     assert new in {r.record.id for r in table.rows}
+
+
+def _variants(registry) -> None:
+    """Two configurations of one method that differ in five keys, with the long floats a sweep samples."""
+    for i, lam in enumerate((0.7742336894342167, 0.31415926535)):
+        fake_run(registry, "mps-clip", 0.4 + 0.1 * i, rng_offset=i, config={
+            "method": {"name": "mps-clip", "lambda_mpc": lam, "tau": 0.0123456789 * (i + 1), "k": 3 + i,
+                       "keywords": "clip-vocabulary"},
+            "train": {"lr": 3.3e-5 * (i + 1), "epochs": 35}, "dataset": {"name": "synthetic-rs"}})
+    fake_run(registry, "global-clip", 0.3)
+
+
+def test_variant_labels_are_short_and_the_legend_names_every_differing_key(registry, host):
+    _variants(registry)
+    (table,) = _report(registry, host).sections[0].tables
+    assert [r.label for r in table.ranked] == ["mps-clip #2", "mps-clip #1", "global-clip"]
+    expected = [("mps-clip #1", "method.k=3, method.lambda_mpc=0.774, method.tau=0.0123, train.lr=3.3e-05"),
+                ("mps-clip #2", "method.k=4, method.lambda_mpc=0.314, method.tau=0.0247, train.lr=6.6e-05")]
+    assert table.legend == expected
+    report = _report(registry, host)
+
+    md = RENDERERS["md"](report)
+    assert "| mps-clip #1 |" in md.replace("  ", " ") and "0.7742336894342167" not in md
+    assert f"- **mps-clip #1**: {expected[0][1]}" in md
+    latex = RENDERERS["latex"](report)
+    assert r"\textit{mps-clip \#2}: method.k=4, method.lambda\_mpc=0.314" in latex
+    assert any(line.startswith(r"mps-clip \#1 &") for line in latex.splitlines())
+    page = RENDERERS["html"](report)
+    assert f"<li><b>mps-clip #2</b>: {expected[1][1]}</li>" in page
+    assert f'<span title="{expected[0][1]}">mps-clip #1</span>' in page
+    rows = {r["label"]: r for r in csv.DictReader(io.StringIO(RENDERERS["csv"](report)))}
+    assert rows["mps-clip #1"]["configuration"] == expected[0][1] and rows["global-clip"]["configuration"] == ""
+    data = json.loads(RENDERERS["json"](report))["datasets"][0]["tables"][0]
+    assert data["legend"] == dict(expected)
+    raw = {r["label"]: r["configuration"] for r in data["ranked"]}
+    assert raw["mps-clip #1"]["method.lambda_mpc"] == 0.7742336894342167 and raw["global-clip"] == {}
 
 
 def test_sweep_trials_feed_the_sweep_summary_not_the_leaderboard(registry, host):

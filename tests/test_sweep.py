@@ -296,3 +296,55 @@ def test_preset_file_is_plain_yaml(tmp_path, host, registry):
     outcome = run_sweep(_request(tmp_path, n_trials=1, pruner="none"), host, registry)
     data = yaml.safe_load(outcome.preset.read_text())
     assert data["dataset"] == {"name": "synthetic-rs", "n_train": 8, "n_val": 8, "n_test": 8}
+
+
+def test_ctrl_c_in_a_trial_is_quiet_and_says_how_to_continue_the_study(tmp_path, registry):
+    import logging
+
+    class Interrupted(TinyMethod):
+        def fit(self, train, val, ctx):
+            raise KeyboardInterrupt
+
+    class Plugin:
+        @hookimpl
+        def rsitr_register_methods(self):
+            return [MethodSpec(name="tiny-trainable", factory=Interrupted, options=TinyOptions,
+                               train_options=TinyTrain, search_space=TINY_SPACE)]
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    keep = Keep()
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    optuna_log.addHandler(keep)
+    try:
+        sweep = prepare_sweep(_request(tmp_path, n_trials=2), build_plugin_host(extra_plugins=[("tiny", Plugin())]),
+                              registry)
+        with pytest.raises(KeyboardInterrupt):
+            run_trials(sweep)
+    finally:
+        optuna_log.removeHandler(keep)
+    assert not any(r.exc_info for r in records), "Optuna's traceback of the Ctrl-C must not be shown"
+    assert not any("failed with value" in r.getMessage() for r in records)
+    (row,) = registry.list()
+    assert row.effective_status == "interrupted"
+    log = (registry.run_dir(row.id) / "run.log").read_text()
+    assert f"--study {sweep.name}" in log and "continues the study" in log and "run --resume" not in log
+
+
+def test_cli_sweep_interrupted_prints_the_command_that_continues_it(tmp_path, monkeypatch, capsys):
+    from rsitr_bench.cli.main import main
+    from rsitr_bench.sweeps import study
+
+    def interrupted(sweep):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "run_trials", interrupted)
+    code = main(["sweep", "--method", "full-ft", "--n-trials", "1", "--study", "s1", "--no-progress",
+                 "--registry", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert "rsitr-bench sweep --method full-ft --dataset synthetic-rs --study s1" in err and "continues it" in err

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from rsitr_bench.api import Dataset
-from rsitr_bench.data import Split
+from rsitr_bench.data.model import Split
 from rsitr_bench.datasets import synthetic
 from rsitr_bench.datasets.synthetic import (
     ANNOTATION_FILE,

@@ -11,16 +11,16 @@ import argparse
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
-from rsitr_bench.api import Dataset
-from rsitr_bench.data.stats import diff_splits, split_stats, verify_images
+from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.data.text import NORMALIZATIONS
 from rsitr_bench.errors import DataError
 
-BuildDataset = Callable[[str, Path | None, dict], Dataset]
+if TYPE_CHECKING:
+    from rsitr_bench.api import Dataset
+
+BuildDataset = Callable[[str, Path | None, dict], "Dataset"]
 SHOWN = 20  # items listed per section in text output; --json lists all
 
 
@@ -158,6 +158,9 @@ def _packages(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
 
 
 def _stats(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
+    from rsitr_bench.data.stats import split_stats
+
+
     dataset = build_dataset(args.dataset, args.data_root, _options(args))
     rows = []
     for name in args.split or dataset.available_splits():
@@ -209,6 +212,9 @@ def _print_stats(rows: list[dict[str, Any]]) -> None:
 
 
 def _verify(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
+    from rsitr_bench.data.stats import verify_images
+
+
     dataset = build_dataset(args.dataset, args.data_root, _options(args))
     checked: set[Path] = set()
     results = []
@@ -234,6 +240,9 @@ def _verify(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
 
 
 def _diff(args: argparse.Namespace, build_dataset: BuildDataset) -> int:
+    from rsitr_bench.data.stats import diff_splits
+
+
     first = build_dataset(args.dataset, args.data_root, _options(args))
     second = build_dataset(args.other_dataset or args.dataset, args.other_data_root or args.data_root,
                            _options(args, "other_"))

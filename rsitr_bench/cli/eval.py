@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
+from rsitr_bench.cli.flags import add_output_flag, comma_list
+from rsitr_bench.cli.results import check_outputs, print_results, results_table, write_outputs
+from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.errors import UserError
-from rsitr_bench.harness.plugins import PluginHost
-from rsitr_bench.harness.registry import Registry
+
+if TYPE_CHECKING:
+    from rsitr_bench.harness.plugins import PluginHost
+    from rsitr_bench.harness.registry import Registry
 
 
 def add_eval_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParser],
@@ -49,27 +52,36 @@ def add_eval_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParser
     add("--device", help="auto, cpu, cuda, cuda:1 or mps")
     add("--no-progress", action="store_true", help="no progress bars")
     add("--out", type=Path, metavar="DIR", help="write the report (md, html, csv, json) here")
+    add_output_flag(board)
 
 
-def _print_results(results: list[Any]) -> None:
-    rows = []
-    for r in results:
-        metrics = r.outcome.metrics
-        mr = metrics["summary"]["mR"]
-        compliance = metrics["compliance"]
-        rows.append([r.label, f"{mr['mean']:.2f}", "" if r.published_mr is None else f"{r.published_mr:.2f}",
-                     metrics["leakage_audit"].get("status", ""),
-                     "yes" if compliance["compliant"] else "no: " + "; ".join(compliance["reasons"]),
-                     r.outcome.run_id])
-    print(tabulate(rows, headers=["row", "mR", "published mR", "leakage audit", "compliant", "run"],
-                   disable_numparse=True))
+def run_configured(args: argparse.Namespace, host: PluginHost, registry: Registry, tree: dict[str, Any],
+                   fit: bool) -> list[Any]:
+    """The runs ``run`` (``fit=True``) or ``eval`` (``fit=False``) is asked for: one, or a model × dataset grid.
+
+    ``--model`` always goes through the grid's entry rules (catalog names, MODEL/TAG, hf-hub:, bare models), so
+    one model and a list of them mean the same; ``--pretrained`` is the weights of the bare ones (an entry
+    that names its own weights keeps them). ``--dataset`` becomes a grid axis only as a list (or with
+    ``--data-dir``), so a single dataset keeps ``--data-root`` and the configuration's own data root.
+    """
+    from rsitr_bench.harness import evaluation as ev
+
+    models = comma_list(args.model) or None
+    datasets = comma_list(args.dataset)
+    axis = datasets if len(datasets) > 1 or args.data_dir is not None else None
+    if axis and args.data_root:
+        raise UserError("--data-root names one dataset's folder; for several datasets use --data-dir DIR, a "
+                        "folder holding DIR/<dataset> for each of them.")
+    if args.data_dir is not None and not axis:
+        raise UserError("--data-dir holds one sub-folder per dataset: name them with --dataset a,b (for one "
+                        "dataset's folder use --data-root).")
+    return ev.run_grid(models, axis, host, registry, tree, args.data_dir, fit=fit)
 
 
 def run_eval_command(args: argparse.Namespace, host: PluginHost, registry: Registry,
                      tree: Callable[[], dict[str, Any]]) -> int:
     """``rsitr-bench eval``: one configured evaluation, or every row of a named preset."""
     from rsitr_bench.harness import evaluation as ev
-    from rsitr_bench.reports.table import recall_table
 
     if args.list_presets:
         rows = [[p.name, p.checkpoint, p.dataset, p.data_package,
@@ -78,23 +90,19 @@ def run_eval_command(args: argparse.Namespace, host: PluginHost, registry: Regis
         print(tabulate(rows, headers=["preset", "checkpoint", "dataset", "data package", "published mR",
                                       "description"], disable_numparse=True))
         return 0
+    check_outputs(args.output)
     base = tree()
     if args.preset:
         if args.method:
             raise UserError("--preset chooses the methods itself; drop --method (use --set to adjust a row).")
         root = Path(args.data_root).expanduser() if args.data_root else None
         base.get("data", {}).pop("root", None)
-        results = ev.run_eval_preset(args.preset, host, registry, root, base)
-        _print_results(results)
-        print(f"\nside by side with the registry's other runs: rsitr-bench report --dataset "
-              f"{results[0].outcome.metrics['dataset']}")
+        print_results(ev.run_eval_preset(args.preset, host, registry, root, base), args.output)
         return 0
     if not args.method:
         raise UserError("eval needs --method (see `rsitr-bench list methods`) or --preset "
                         "(see `rsitr-bench eval --list-presets`).")
-    outcome = ev.evaluate_tree(base, host, registry)
-    print(recall_table(outcome.metrics))
-    print(f"\nrecorded as run {outcome.run_id} in {outcome.run_dir}")
+    print_results(run_configured(args, host, registry, base, fit=False), args.output)
     return 0
 
 
@@ -105,10 +113,12 @@ def run_leaderboard_command(args: argparse.Namespace, host: PluginHost, registry
     from rsitr_bench.reports.model import build_report
     from rsitr_bench.reports.output import RENDERERS, write_report
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    check_outputs(args.output)
+    models, datasets = comma_list(args.models), comma_list(args.datasets)
     results = ev.run_grid(models, datasets, host, registry, tree, args.data_dir, args.method)
-    _print_results(results)
+    print(results_table(results))
+    for path in write_outputs(args.output, results):
+        print(f"wrote {path}")
     report = build_report(registry, host, datasets, with_plots=args.out is not None)
     if args.out is None:
         print()

@@ -1,7 +1,7 @@
-"""``rsitr-bench prepare`` and ``rsitr-bench show-perspectives``: precompute and inspect guidance.
+"""``rsitr-bench prepare``, ``show-perspectives`` and ``eval-perspectives``: precompute, inspect and measure guidance.
 
 The main CLI adds the commands with :func:`add_guidance_commands` and runs them with
-:func:`run_guidance_command`, passing its plugin host. Both commands build the same
+:func:`run_guidance_command`, passing its plugin host. All commands build the same
 :class:`~rsitr_bench.guidance.service.GuidanceService` a run does (same roles, same leakage guard, same
 cache keys), so ``prepare`` fills exactly the entries a later ``run`` reads, provided the backbone flags
 (``--model``, ``--pretrained``, ``--checkpoint``) match the method's.
@@ -15,17 +15,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tabulate import tabulate
-
-from rsitr_bench.data.images import load_rgb
+from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.errors import UserError
-from rsitr_bench.guidance.context import LeakageAudit
-from rsitr_bench.guidance.prepare import PreparePlan, Shard, prepare
-from rsitr_bench.guidance.service import GuidanceService
-from rsitr_bench.harness.config import NoOptions, apply_override, build_section, parse_override
 from rsitr_bench.harness.paths import cache_dir
+
+if TYPE_CHECKING:  # the guidance modules import open_clip and torch: only the commands load them, not --help
+    from rsitr_bench.guidance.context import LeakageAudit
+    from rsitr_bench.guidance.prepare import PreparePlan
+    from rsitr_bench.guidance.service import GuidanceService
 
 SECTIONS = ("dataset", "keywords", "gallery_keywords", "perspectives")
 ROLES = ("train", "val", "test")
@@ -33,7 +32,7 @@ ROLES = ("train", "val", "test")
 
 def add_guidance_commands(subparsers: argparse._SubParsersAction,
                           parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add ``prepare`` and ``show-perspectives``; ``parents`` carry the CLI's common options."""
+    """Add ``prepare``, ``show-perspectives`` and ``eval-perspectives``; ``parents`` carry the common options."""
     parents = list(parents)
     prep = subparsers.add_parser(
         "prepare", parents=parents, help="precompute keywords and perspectives (sharded, resumable)",
@@ -59,6 +58,20 @@ def add_guidance_commands(subparsers: argparse._SubParsersAction,
     show.add_argument("--out", type=Path, help="output PNG (default: perspectives_<image>.png)")
     show.add_argument("--export-masks", type=Path, metavar="DIR",
                       help="also write each mask to DIR (GeoTIFF inputs keep their georeference)")
+
+    measure = subparsers.add_parser(
+        "eval-perspectives", parents=parents, help="measure perspective boxes against ground-truth object boxes",
+        description="Score the boxes a run would get (same keyword provider per role, same leakage guard, same "
+        "cache) against the dataset's ground-truth object boxes (synthetic-rs has them): per keyword that names "
+        "an object of its image, the IoU with the best-matching object of that class; the mean IoU, the hit "
+        "rate at IoU >= 0.5, boxes per image and the fraction of boxes covering more than half the image. "
+        "Exit code 0: measured; 1: a provider was refused gallery captions (leakage_audit: fail).")
+    _guidance_arguments(measure)
+    measure.add_argument("--split", choices=ROLES, default="val",
+                         help="the split role to measure (default: val; never tune on test)")
+    measure.add_argument("--limit", type=int, metavar="N", help="only the first N images of the split")
+    measure.add_argument("--json", action="store_true", help="print the report, every keyword's IoU included, "
+                         "as JSON")
 
 
 def _guidance_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,11 +101,13 @@ def _guidance_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_guidance_command(args: argparse.Namespace, host: Any) -> int:
     """Run ``prepare`` or ``show-perspectives``; return the exit code."""
-    commands = {"prepare": _prepare, "show-perspectives": _show}
+    commands = {"prepare": _prepare, "show-perspectives": _show, "eval-perspectives": _evaluate}
     return commands[args.command](args, host)
 
 
 def _options(args: argparse.Namespace) -> dict[str, dict]:
+    from rsitr_bench.harness.config import apply_override, parse_override
+
     tree: dict[str, Any] = {}
     for text in args.overrides:
         path, value = parse_override(text)
@@ -106,9 +121,13 @@ def _options(args: argparse.Namespace) -> dict[str, dict]:
 def _service(args: argparse.Namespace, host: Any, options: dict[str, dict], audit: LeakageAudit
              ) -> tuple[GuidanceService, Any, PreparePlan]:
     from rsitr_bench.clip.backbones import build_backbone
+    from rsitr_bench.guidance.prepare import PreparePlan
+    from rsitr_bench.guidance.service import GuidanceService
     from rsitr_bench.harness.environment import resolve_device
 
     spec = host.get("datasets", args.dataset).spec
+    from rsitr_bench.harness.config import NoOptions, build_section
+
     dataset_options = build_section(spec.options or NoOptions, options["dataset"], "dataset")
     dataset = spec.factory(args.data_root, dataset_options)
     available = set(dataset.available_splits())
@@ -136,6 +155,9 @@ def _service(args: argparse.Namespace, host: Any, options: dict[str, dict], audi
 
 
 def _prepare(args: argparse.Namespace, host: Any) -> int:
+    from rsitr_bench.guidance.context import LeakageAudit
+    from rsitr_bench.guidance.prepare import Shard, prepare
+
     audit = LeakageAudit(allow_leak=args.as_published)
     service, backbone, plan = _service(args, host, _options(args), audit)
     wanted = [r.strip() for r in args.splits.split(",") if r.strip()]
@@ -163,6 +185,8 @@ def _prepare(args: argparse.Namespace, host: Any) -> int:
 
 
 def _show(args: argparse.Namespace, host: Any) -> int:
+    from rsitr_bench.data.images import load_rgb
+    from rsitr_bench.guidance.context import LeakageAudit
     from rsitr_bench.guidance.geo import export_masks
     from rsitr_bench.guidance.render import render_perspectives
 
@@ -195,6 +219,41 @@ def _show(args: argparse.Namespace, host: Any) -> int:
             print(f"wrote {path}")
     print(f"wrote {out}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace, host: Any) -> int:
+    from rsitr_bench.guidance.context import LeakageAudit
+    from rsitr_bench.guidance.localisation import HIT_IOU, LARGE_FRACTION, measure_localisation
+
+    audit = LeakageAudit()
+    service, backbone, plan = _service(args, host, _options(args), audit)
+    report = measure_localisation(service, args.split, plan, backbone, args.limit)
+    stamp = audit.stamp()
+    deployable = host.get("perspectives", plan.generator).spec.deployable
+    summary = report.summary()
+    if args.json:
+        print(json.dumps({**report.to_json(), "deployable": deployable, "leakage_audit": stamp}, indent=2))
+        return 1 if stamp["status"] == "fail" else 0
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = [[k, v["n"], fmt(v["mean_iou"]), fmt(v["hit_rate"])] for k, v in report.per_keyword().items()]
+    print(f"{report.dataset}/{report.split} ({report.split_role}), {report.images} images: "
+          f"{report.keywords} -> {report.generator}")
+    if rows:
+        print(tabulate(rows, headers=["keyword", "n", "mean IoU", f"hit@{HIT_IOU}"]))
+    print(f"\nmean IoU {fmt(summary['mean_iou'])}, hit rate (IoU >= {HIT_IOU}) {fmt(summary['hit_rate'])} over "
+          f"{summary['keywords_scored']} keywords that name an object of their image "
+          f"({summary['keywords_without_box']} without a box, IoU 0; {summary['keywords_without_object']} "
+          f"keywords name no object of their image and are not scored)")
+    print(f"boxes per image {summary['boxes_per_image']:.2f}; boxes covering > {LARGE_FRACTION:.0%} of the "
+          f"image: {fmt(summary['large_box_fraction'])}; leakage_audit: {stamp['status']}")
+    if not report.keyword_guided:
+        print(f"{report.generator} uses no keywords: each keyword is scored against the image's best box.")
+    if not deployable:
+        print(f"{report.generator} reads ground-truth boxes: an upper bound, not a deployable localiser.")
+    return 1 if stamp["status"] == "fail" else 0
 
 
 def _image_index(split: Any, image: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import astuple
 
-from tabulate import tabulate
+from rsitr_bench.cli.tables import tabulate
 
 #: The ``list`` targets this module answers, beside the plugin kinds cli.py lists itself.
 LIST_TARGETS = ("pretrained", "models")

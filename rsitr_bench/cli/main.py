@@ -7,27 +7,38 @@ directories) is a :class:`rsitr_bench.errors.UserError`, printed as one paragrap
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING, Any
 
 from rsitr_bench import __version__
-from rsitr_bench.api import PLUGIN_KINDS
-from rsitr_bench.cli.flags import add_config_flags, config_flag_values
+from rsitr_bench.cli.flags import (
+    add_config_flags,
+    add_result_flags,
+    comma_list,
+    config_flag_values,
+    pretrained_overrides,
+    result_flag_values,
+)
 from rsitr_bench.cli.lists import LIST_TARGETS, print_list_target
 from rsitr_bench.errors import UserError
-from rsitr_bench.harness.config import assemble_tree, build_section, resolve_config
 from rsitr_bench.harness.paths import registry_dir
-from rsitr_bench.harness.plugins import PluginHost, build_plugin_host
-from rsitr_bench.harness.registry import NoRegistryError, Registry
+
+if TYPE_CHECKING:
+    from rsitr_bench.harness.plugins import PluginHost
+    from rsitr_bench.harness.registry import Registry
+
+# Building the parser imports nothing heavy (no torch, numpy or pydantic), so `--help` and `--version` answer at
+# once; each command imports what it needs when it runs.
+
+
+#: The `list` targets. The plugin kinds are spelled out here rather than read from `rsitr_bench.api`, whose import
+#: costs numpy; `cmd_list` checks the value against the real table, and a test keeps this text in step with it.
+LIST_HELP = "what to list: all (default), plugins, datasets, keywords, perspectives, methods, pretrained or models"
 
 
 def _common(top: bool = False) -> argparse.ArgumentParser:
@@ -51,14 +62,19 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     add("--format", dest="data_format",
         help="force an annotation format (karpathy, finetune, precomp, csv, coco, nwpu-json, lines)")
     add("--seeds", help="comma-separated seeds, e.g. 0,1,2 (mean ± std over them)")
+    add_result_flags(parser)
 
 
 def _run_tree(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration tree of ``run`` / ``eval``: YAML file, then flags, then ``--set`` overrides."""
-    flags = [(args.method, ["method", "name"]), (args.dataset, ["dataset", "name"]), *config_flag_values(args),
+    from rsitr_bench.harness.config import assemble_tree
+
+    datasets = comma_list(args.dataset)  # several: a grid axis (cli.eval.run_configured), not one name
+    flags = [(args.method, ["method", "name"]), (datasets[0] if len(datasets) == 1 else None, ["dataset", "name"]),
+             *config_flag_values(args), *result_flag_values(args),
              (args.data_format, ["dataset", "format"]), (args.seeds, ["run", "seeds"]),
              (getattr(args, "checkpoint", None), ["method", "checkpoint"])]
-    return assemble_tree(args.config, flags, args.overrides)
+    return assemble_tree(args.config, flags, [*pretrained_overrides(args), *args.overrides])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,24 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its last finished stage")
 
     lister = sub.add_parser("list", parents=[common], help="list registered plugins")
-    lister.add_argument("what", nargs="?", default="all", choices=["all", "plugins", *PLUGIN_KINDS, *LIST_TARGETS])
-
-    runs = sub.add_parser("runs", parents=[common], help="inspect the run registry")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    ls = runs_sub.add_parser("ls", parents=[common], help="list runs")
-    ls.add_argument("--method")
-    ls.add_argument("--dataset")
-    show = runs_sub.add_parser("show", parents=[common], help="show one run's result")
-    show.add_argument("run_id")
-    show.add_argument("--json", action="store_true", help="print metrics.json")
-    rm = runs_sub.add_parser("rm", parents=[common], help="remove runs")
-    rm.add_argument("run_ids", nargs="+")
+    lister.add_argument("what", nargs="?", default="all", metavar="WHAT", help=LIST_HELP)
 
     from rsitr_bench.cli.data import add_data_commands
     from rsitr_bench.cli.eval import add_eval_commands
     from rsitr_bench.cli.guidance import add_guidance_commands
+    from rsitr_bench.cli.runs import add_runs_commands
     from rsitr_bench.cli.sweep_report import add_sweep_report_commands
 
+    add_runs_commands(sub, parents=[common])
     add_eval_commands(sub, parents=[common], add_run_flags=add_run_flags)
     add_data_commands(sub, parents=[common])
     add_guidance_commands(sub, parents=[common])
@@ -100,10 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registry(args: argparse.Namespace, create: bool = True) -> Registry:
     """The run registry; commands that only inspect it pass ``create=False`` and never make one."""
+    from rsitr_bench.harness.registry import Registry
+
     return Registry(args.registry or registry_dir(), create=create)
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
+    from rsitr_bench.harness.plugins import build_plugin_host
+
     host = build_plugin_host(blocked=args.no_plugin)
     for failure in host.failures:
         print(f"warning: plugin {failure.name!r} (distribution {failure.distribution}) was skipped: "
@@ -112,24 +123,34 @@ def _host(args: argparse.Namespace) -> PluginHost:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli.eval import run_configured
+    from rsitr_bench.cli.results import check_outputs, print_results
     from rsitr_bench.harness import runner
-    from rsitr_bench.reports.table import recall_table
+    from rsitr_bench.harness.evaluation import EvalResult
 
+    check_outputs(args.output)
     host = _host(args)
     registry = _registry(args)
     if args.resume:
         config = runner.load_run_config(registry, args.resume, host)
+        outcome = runner.execute(config, host, registry, resume_id=args.resume)
+        results = [EvalResult(outcome.run_id, outcome)]
     else:
-        config = resolve_config(_run_tree(args), host)
-    outcome = runner.execute(config, host, registry, resume_id=args.resume)
-    print(recall_table(outcome.metrics))
-    print(f"\nrecorded as run {outcome.run_id} in {outcome.run_dir}")
+        results = run_configured(args, host, registry, _run_tree(args), fit=True)
+    print_results(results, args.output)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from rsitr_bench.api import PLUGIN_KINDS
+
     if args.what in LIST_TARGETS:
         return print_list_target(args.what)
+    known = ["all", "plugins", *PLUGIN_KINDS, *LIST_TARGETS]
+    if args.what not in known:
+        raise UserError(f"Nothing called {args.what!r} to list; choose one of {', '.join(known)}.")
     host = _host(args)
     if args.what in ("all", "plugins"):
         rows = [[p.name, p.distribution, p.version, p.module] for p in host.plugins]
@@ -148,47 +169,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else ""
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
-    try:
-        registry = _registry(args, create=False)
-    except NoRegistryError:
-        if args.runs_command != "ls":
-            raise
-        print(f"no runs in {args.registry or registry_dir()}")
-        return 0
-    if args.runs_command == "ls":
-        rows = []
-        for r in registry.list(args.method, args.dataset):
-            mr = "" if r.mr_mean is None else (f"{r.mr_mean:.2f}" + (f" ± {r.mr_std:.2f}" if r.mr_std else ""))
-            rows.append([r.id, _fmt_time(r.created), r.effective_status, r.method, r.dataset, r.split, r.seeds, mr])
-        if not rows:
-            print(f"no runs in {registry.root}")
-            return 0
-        print(tabulate(rows, headers=["run", "created", "status", "method", "dataset", "split", "seeds", "mR"],
-                       disable_numparse=True))
-    elif args.runs_command == "show":
-        row = registry.get(args.run_id)
-        path = registry.run_dir(row.id) / "metrics.json"
-        if not path.is_file():
-            print(f"run {row.id}: status {row.effective_status}, no result yet "
-                  f"(continue it with `rsitr-bench run --resume {row.id}`)")
-            return 0
-        result = json.loads(path.read_text())
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            from rsitr_bench.reports.table import recall_table
+    from rsitr_bench.cli.runs import run_runs_command
 
-            print(f"run {row.id} ({row.effective_status}), directory {registry.run_dir(row.id)}")
-            print(recall_table(result))
-    elif args.runs_command == "rm":
-        for run_id in args.run_ids:
-            print(f"removed {registry.remove(run_id)}")
-    return 0
+    return run_runs_command(args, args.registry or registry_dir())
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -197,8 +181,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     host = _host(args)
 
     def build_dataset(name: str, root: Path | None, options: dict[str, Any]) -> Any:
+        from rsitr_bench.harness.config import NoOptions, build_section
+
         spec = host.get("datasets", name).spec
-        from rsitr_bench.harness.config import NoOptions
 
         return spec.factory(root, build_section(spec.options or NoOptions, options, "dataset"))
 
@@ -225,6 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from rsitr_bench.cli.eval import run_leaderboard_command
+    from rsitr_bench.harness.config import assemble_tree
 
     flags = [(args.device, ["run", "device"]), (False if args.no_progress else None, ["run", "progress"])]
     tree = assemble_tree(None, flags, args.overrides)
@@ -238,8 +224,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data, "prepare": cmd_guidance,
-            "show-perspectives": cmd_guidance, "sweep": cmd_sweep, "report": cmd_report,
-            "eval": cmd_eval, "leaderboard": cmd_leaderboard}
+            "show-perspectives": cmd_guidance, "eval-perspectives": cmd_guidance, "sweep": cmd_sweep,
+            "report": cmd_report, "eval": cmd_eval, "leaderboard": cmd_leaderboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

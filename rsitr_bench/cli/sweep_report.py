@@ -11,15 +11,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING, Any
 
 from rsitr_bench.cli.flags import add_config_flags, config_flag_values
+from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.errors import UserError
-from rsitr_bench.harness.config import DEFAULT_DATASET, assemble_tree
-from rsitr_bench.harness.plugins import PluginHost
-from rsitr_bench.harness.registry import Registry
+
+if TYPE_CHECKING:
+    from rsitr_bench.harness.plugins import PluginHost
+    from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.defaults import DEFAULT_DATASET
 
 
 def add_sweep_report_commands(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
@@ -83,6 +84,8 @@ def add_sweep_report_commands(subparsers: Any, parents: Sequence[argparse.Argume
 
 
 def _base_tree(args: argparse.Namespace) -> dict[str, Any]:
+    from rsitr_bench.harness.config import assemble_tree
+
     return assemble_tree(args.config, config_flag_values(args), args.overrides)
 
 
@@ -173,7 +176,12 @@ def run_sweep_command(args: argparse.Namespace, host: PluginHost, registry: Regi
     prepared = sw.prepare_sweep(request, host, registry)
     print(f"study {prepared.name!r} in {prepared.storage}: {request.n_trials} trial(s) on this worker, "
           f"pruner {request.pruner}, objective = validation mR; searching {', '.join(prepared.space)}")
-    sw.run_trials(prepared)
+    try:
+        sw.run_trials(prepared)
+    except KeyboardInterrupt:
+        print(f"interrupted: study {prepared.name!r} keeps every finished trial; `{sw.continue_command(prepared)}` "
+              f"continues it", file=sys.stderr)
+        return 130
     _print_outcome(sw.conclude(prepared))
     return 0
 

@@ -18,7 +18,6 @@ MPS-CLIP code that silently left adapters at their initialisation) and safe (saf
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -93,14 +92,6 @@ class BackboneOptions:
 
     def build_backbone(self, device: str = "cpu") -> Backbone:
         return build_backbone(self.model, self.pretrained, self.checkpoint, self.init_seed, device)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_backbone(model_name: str, pretrained: str | None = None, checkpoint: str | os.PathLike | None = None,

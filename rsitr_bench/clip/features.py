@@ -3,6 +3,17 @@
 Features are cached on disk under a key made of the backbone identity (architecture + weight hash), the
 preprocessing, and the *content* of the inputs (image bytes, normalised caption text). A rerun on the same
 data with the same weights reads the cache instead of encoding again, whatever the run or split is called.
+
+**The batch size is part of the key, except at the default.** A batched matrix product's last bits depend
+on how many rows it multiplies, so encoding in batches of 1, 7 and 64 gives features that differ in the
+last float32 bit (measured with ``rsitr-tiny`` on CPU: up to 7.5e-8, in most rows). Encoding every input
+alone would make them batch-invariant, but costs a forward pass per input (``rsitr-tiny``, 70 images, one
+CPU thread: 0.44 s instead of 0.14 s, benchmarks/bench_features.py; far more for a ViT-B on a GPU) and
+would change the features, hence the metrics, of every run recorded so far. So the cache keeps each
+batching apart: the default batch size (:data:`DEFAULT_BATCH_SIZE`) keeps the keys it always had, another
+one adds ``batch_size=N`` (tests/test_features_cache.py). The *effective* batch size ``min(batch_size, n)``
+is what counts: when every input fits one batch, any batch size encodes the very same batch and shares the
+entry.
 """
 
 from __future__ import annotations
@@ -45,16 +56,27 @@ class FeatureCache:
         self.files.write(key, buf.getvalue())
 
 
+#: The batch size whose features are cached under the plain key (global-clip's default).
+DEFAULT_BATCH_SIZE = 64
+
+
 def cache_key(*parts: object) -> str:
     """The feature store's key: :func:`~rsitr_bench.harness.store.digest` in the store's own encoding."""
     return digest(*parts, encoding=SPACED)
 
 
+def batching(batch_size: int, n: int) -> list[str]:
+    """The key part that tells batchings apart (module docstring): none where the batches are the default's."""
+    if min(batch_size, n) == min(DEFAULT_BATCH_SIZE, n):
+        return []
+    return [f"batch_size={min(batch_size, n)}"]
+
+
 def encode_images(backbone: Backbone, split: Split, cache: FeatureCache, log: logging.Logger,
-                  batch_size: int = 64, progress: bool = True) -> np.ndarray:
+                  batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> np.ndarray:
     """L2-normalised image embeddings ``[n_images, dim]`` in split order."""
     key = cache_key("image", backbone.identity, repr(backbone.preprocess),
-                    [file_sha256(Path(p)) for p in split.image_paths])
+                    [file_sha256(Path(p)) for p in split.image_paths], *batching(batch_size, split.n_images))
     cached = cache.get(key)
     if cached is not None:
         log.info("Reusing cached image features for %s/%s (%d images, cache key %s)",
@@ -78,9 +100,10 @@ def encode_images(backbone: Backbone, split: Split, cache: FeatureCache, log: lo
 
 
 def encode_texts(backbone: Backbone, texts: Sequence[str], cache: FeatureCache, log: logging.Logger,
-                 batch_size: int = 256, progress: bool = True, label: str = "captions") -> np.ndarray:
+                 batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True, label: str = "captions"
+                 ) -> np.ndarray:
     """L2-normalised text embeddings ``[n_texts, dim]``; ``texts`` are already normalised and prefixed."""
-    key = cache_key("text", backbone.identity, list(texts))
+    key = cache_key("text", backbone.identity, list(texts), *batching(batch_size, len(texts)))
     cached = cache.get(key)
     if cached is not None:
         log.info("Reusing cached text features for %s (%d texts, cache key %s)", label, len(texts), key[:12])

@@ -1,7 +1,5 @@
-"""The retrieval data model: splits of images and captions, text normalisation and fingerprints."""
+"""The retrieval data model: splits of images and captions, text normalisation, fingerprints, packages.
 
-from rsitr_bench.data.fingerprint import split_fingerprint
-from rsitr_bench.data.model import Split
-from rsitr_bench.data.text import NORMALIZATIONS, normalize_text
-
-__all__ = ["Split", "split_fingerprint", "normalize_text", "NORMALIZATIONS"]
+Nothing is imported here, so that a light module such as ``data.text`` can be used (by the command line's
+parser, say) without loading numpy through ``data.model``.
+"""

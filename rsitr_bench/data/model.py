@@ -2,7 +2,8 @@
 
 A :class:`Split` is what every dataset reader produces and every method consumes: images in dataset order,
 captions in dataset order, and for each caption the index of the image that owns it. Images may own any
-number of captions (never assume 5).
+number of captions (never assume 5). A dataset that knows where its objects are (``synthetic-rs``) declares
+it through :attr:`Split.object_boxes`; real datasets leave it None.
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from typing import Any
 import numpy as np
 
 from rsitr_bench.data.fingerprint import split_fingerprint
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ObjectBox:
+    """One annotated object of an image: its class name and its ``(x0, y0, x1, y1)`` pixel box (end exclusive).
+
+    Ground truth: only localisation measurements and the non-deployable ``oracle-boxes`` generator read it.
+    """
+
+    label: str
+    box: Box
 
 
 @dataclass
@@ -28,7 +42,9 @@ class Split:
         captions: caption text as read (raw, not normalised; normalisation is a declared run option).
         caption_image: ``caption_image[j]`` is the index of the image that owns caption ``j``.
         image_labels: optional scene class per image (per-class recall in reports).
-        annotations: optional extra per-split data, e.g. ground-truth object boxes of ``synthetic-rs``.
+        annotations: optional extra per-split data of the dataset's own (format, skipped records, ...).
+        object_boxes: ground-truth objects per image, declared by a dataset that knows them (``synthetic-rs``)
+            and None for one that does not; ``rsitr-bench eval-perspectives`` measures localisers against them.
         source: the annotation file(s) the split was read from, for error messages and provenance.
     """
 
@@ -40,6 +56,7 @@ class Split:
     caption_image: np.ndarray
     image_labels: list[str] | None = None
     annotations: dict[str, Any] = field(default_factory=dict)
+    object_boxes: list[list[ObjectBox]] | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +79,9 @@ class Split:
                              f"has no caption")
         if self.image_labels is not None and len(self.image_labels) != len(self.image_names):
             raise ValueError(f"{where}: {len(self.image_labels)} labels for {len(self.image_names)} images")
+        if self.object_boxes is not None and len(self.object_boxes) != len(self.image_names):
+            raise ValueError(f"{where}: object boxes of {len(self.object_boxes)} images for "
+                             f"{len(self.image_names)} images")
 
     @property
     def n_images(self) -> int:

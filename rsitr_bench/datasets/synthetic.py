@@ -28,7 +28,7 @@ from PIL import Image
 from pydantic import Field
 
 from rsitr_bench.api import DatasetSpec
-from rsitr_bench.data.model import Split
+from rsitr_bench.data.model import ObjectBox, Split
 from rsitr_bench.datasets.synthetic_captions import write_captions
 from rsitr_bench.datasets.synthetic_scenes import Scene, render_scene
 from rsitr_bench.errors import DataError
@@ -182,6 +182,7 @@ class SyntheticDataset:
             caption_image=np.repeat(np.arange(len(records)), [len(r["captions"]) for r in records]),
             image_labels=[r["label"] for r in records],
             annotations={"objects": [r["objects"] for r in records]},
+            object_boxes=[[ObjectBox(o["label"], tuple(o["box"])) for o in r["objects"]] for r in records],
             source=str(self.directory / ANNOTATION_FILE),
         )
 

@@ -6,6 +6,11 @@ gallery side of val and test the context refuses to hand out captions: the refus
 run's :class:`LeakageAudit`, and the result is stamped ``leakage_audit: fail``. Only a method that declares
 itself as reproducing the published (leaky) protocol may read them, and its result is stamped
 ``fail (as published)`` and non-compliant.
+
+A context may also carry the item's ground-truth object boxes (:meth:`ItemContext.object_boxes`). Boxes are not
+captions, so they do not leak the retrieval answer key, but they are ground truth a deployed system never has:
+the service grants them only to a generator whose spec declares ``deployable=False`` (``oracle-boxes``), and
+every run that used one is stamped non-compliant and never ranked.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rsitr_bench.data.model import Split
+from rsitr_bench.data.model import ObjectBox, Split
 
 SplitRole = Literal["train", "val", "test"]
 ItemRole = Literal["query", "gallery"]
@@ -27,6 +32,10 @@ ItemRole = Literal["query", "gallery"]
 
 class CaptionAccessRefused(PermissionError):
     """A provider asked for the captions of a val/test gallery item."""
+
+
+class GroundTruthRefused(PermissionError):
+    """A plugin asked for ground-truth boxes it was not granted (only non-deployable generators get them)."""
 
 
 @dataclass
@@ -71,12 +80,14 @@ class _Sealed:
     pickled or copied so it never leaves the process with its captions.
     """
 
-    __slots__ = ("audit", "captions", "exposed")
+    __slots__ = ("audit", "captions", "exposed", "objects")
 
-    def __init__(self, captions: tuple[str, ...], audit: LeakageAudit | None, exposed: bool):
+    def __init__(self, captions: tuple[str, ...], audit: LeakageAudit | None, exposed: bool,
+                 objects: tuple[ObjectBox, ...] | None):
         self.captions = captions
         self.audit = audit
         self.exposed = exposed
+        self.objects = objects
 
     def __reduce_ex__(self, protocol: object) -> Any:
         raise TypeError("the captions of an item context are sealed and cannot be pickled or copied")
@@ -113,10 +124,13 @@ class ItemContext:
     image_path: Path
     sealed_captions: InitVar[Sequence[str]] = ()
     audit: InitVar[LeakageAudit | None] = None
+    ground_truth: InitVar[Sequence[ObjectBox] | None] = None
 
-    def __post_init__(self, sealed_captions: Sequence[str], audit: LeakageAudit | None) -> None:
+    def __post_init__(self, sealed_captions: Sequence[str], audit: LeakageAudit | None,
+                      ground_truth: Sequence[ObjectBox] | None) -> None:
         exposed = not (self.role == "gallery" and self.split_role in ("val", "test"))
-        _SEALED[self] = _Sealed(tuple(sealed_captions), audit, exposed)
+        objects = None if ground_truth is None else tuple(ground_truth)
+        _SEALED[self] = _Sealed(tuple(sealed_captions), audit, exposed, objects)
 
     def __reduce_ex__(self, protocol: object) -> Any:
         raise TypeError(f"an item context cannot be pickled or copied: its captions are sealed ({self.where})")
@@ -144,6 +158,19 @@ class ItemContext:
                 f"Use a provider that does not read captions (e.g. 'vocabulary') on the gallery side.")
         return sealed.captions
 
+    def object_boxes(self) -> tuple[ObjectBox, ...]:
+        """The item's ground-truth objects, or :class:`GroundTruthRefused` when this context was not granted them.
+
+        The guidance service grants them only to a generator that declares ``deployable=False``, on a dataset
+        that declares :attr:`~rsitr_bench.data.model.Split.object_boxes`.
+        """
+        objects = _SEALED[self].objects
+        if objects is None:
+            raise GroundTruthRefused(
+                f"{self.where}: ground-truth object boxes are given only to a perspective generator whose spec "
+                f"declares deployable=False (an oracle, stamped non-compliant), on a dataset that has them.")
+        return objects
+
 
 @dataclass(frozen=True)
 class Perspective:
@@ -162,11 +189,16 @@ class Perspective:
     mask: np.ndarray | None = field(default=None, compare=False)
 
 
-def item_contexts(split: Split, split_role: SplitRole, role: ItemRole, audit: LeakageAudit) -> list[ItemContext]:
-    """Build the guarded contexts of every image of a split."""
+def item_contexts(split: Split, split_role: SplitRole, role: ItemRole, audit: LeakageAudit,
+                  ground_truth: bool = False) -> list[ItemContext]:
+    """Build the guarded contexts of every image of a split; ``ground_truth`` grants its object boxes."""
     owned: list[list[str]] = [[] for _ in range(split.n_images)]
     for text, owner in zip(split.captions, split.caption_image.tolist()):
         owned[owner].append(text)
+    if ground_truth and split.object_boxes is None:
+        raise ValueError(f"split {split.dataset}/{split.name} declares no object boxes to grant")
+    boxes = split.object_boxes if ground_truth else None
     return [ItemContext(split.dataset, split.name, split_role, role, i, split.image_names[i],
-                        Path(split.image_paths[i]), sealed_captions=owned[i], audit=audit)
+                        Path(split.image_paths[i]), sealed_captions=owned[i], audit=audit,
+                        ground_truth=None if boxes is None else boxes[i])
             for i in range(split.n_images)]

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from rsitr_bench.api import GuidanceEnv, GuidanceResult, PerspectiveGenerator
 from rsitr_bench.clip.backbones import Backbone
 from rsitr_bench.data.model import Split
+from rsitr_bench.errors import DataError
 from rsitr_bench.guidance.context import (
     CaptionAccessRefused,
     ItemContext,
@@ -78,6 +79,8 @@ class GuidanceService:
 
     Attributes:
         counters: the run's totals of every :attr:`GuidanceResult.stats` counter, over all calls.
+        non_deployable: names of the generators used that declare ``deployable=False`` (oracles); the runner
+            stamps a run that used any as non-compliant.
     """
 
     def __init__(self, host: Any, roles: dict[str, Split], audit: LeakageAudit, cache_dir: Path,
@@ -93,6 +96,7 @@ class GuidanceService:
         self.log = log or logging.getLogger("rsitr_bench.guidance.context")
         self.progress = progress
         self.counters: Counter = Counter()
+        self.non_deployable: set[str] = set()
         self._envs: dict[Any, tuple[Callable[[], Backbone], GuidanceEnv]] = {}
         self._plugins: dict[tuple, Any] = {}
 
@@ -130,10 +134,20 @@ class GuidanceService:
         # sub-images) declares it; its val/test gallery items are recorded as leaked, from the cache or not,
         # and its cache entries are keyed by the item's name too (two images with equal pixels have other nouns).
         own_captions = gen_spec.derived_from_own_captions
+        # An oracle (``deployable=False``) alone gets contexts that carry the items' ground-truth boxes; its cache
+        # entries are keyed by those boxes too, since they, not the pixels, decide its output.
+        oracle = not gen_spec.deployable
+        if oracle and split.object_boxes is None:
+            raise DataError(f"Perspective generator {generator!r} reads ground-truth object boxes, and dataset "
+                            f"{split.dataset!r} (split {split.name}) declares none. Use it on a dataset that has "
+                            f"them (synthetic-rs), or choose a deployable generator (clip-saliency, samgeo).")
+        if oracle:
+            self.non_deployable.add(generator)
         gen_identity = gen.identity
         cache = PerspectiveCache(self.cache_dir, env.counters)
 
         contexts = item_contexts(split, split_role, role, self.audit)
+        gen_contexts = item_contexts(split, split_role, role, self.audit, ground_truth=True) if oracle else contexts
         chosen = list(range(split.n_images)) if indices is None else [int(i) for i in indices]
         all_keywords: list[list[str]] = []
         all_perspectives: list[list[Perspective]] = []
@@ -160,8 +174,10 @@ class GuidanceService:
             found: list[Perspective] = []
             if kws or not uses_keywords:
                 identity = digest(gen_identity, item.image_name) if own_captions else gen_identity
-                found = self._perspectives_of(item, kws if uses_keywords else [], gen, identity, cache,
-                                              env.counters, max_per_image)
+                if oracle:
+                    identity = digest(identity, [(o.label, list(o.box)) for o in split.object_boxes[index]])
+                found = self._perspectives_of(gen_contexts[index], kws if uses_keywords else [], gen, identity,
+                                              cache, env.counters, max_per_image)
             if not with_masks:
                 found = [dataclasses.replace(p, mask=None) for p in found]
             all_keywords.append(kws)

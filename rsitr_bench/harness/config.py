@@ -20,16 +20,18 @@ import yaml
 from pydantic import Field
 
 from rsitr_bench.errors import ConfigError
+from rsitr_bench.harness.defaults import DEFAULT_DATASET
 from rsitr_bench.harness.options import build_section
 
 
 @dataclass
 class RunSection:
-    """How to run: seeds, device, progress bars."""
+    """How to run: seeds, device, progress bars, per-query sample logs (none changes what is measured)."""
 
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
     progress: bool = True
+    log_samples: bool = False  # seeds/<seed>/samples.jsonl: top-10 and first-positive rank of every query
 
 
 @dataclass
@@ -52,6 +54,9 @@ class EvalSection:
     protocol: Literal["instance", "string-dedup", "fixed-5"] = "instance"
     ties: Literal["optimistic", "pessimistic", "expected"] = "optimistic"
     bootstrap: Annotated[int, Field(ge=0)] = 1000  # resamples of the confidence intervals; 0: none
+    # Score only the first N images of the scored split and their captions (a smoke test): the result is
+    # stamped non-comparable and never ranked. None: the whole split.
+    limit: Annotated[int, Field(ge=1)] | None = None
 
 
 FIXED_SECTIONS: dict[str, type] = {"run": RunSection, "data": DataSection, "eval": EvalSection}
@@ -178,7 +183,6 @@ class NoOptions:
     """Options of a plugin that declares none."""
 
 
-DEFAULT_DATASET = "synthetic-rs"
 
 
 def resolve_config(tree: dict[str, Any], host: Any) -> RunConfig:

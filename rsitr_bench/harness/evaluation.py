@@ -3,7 +3,8 @@
 Why a separate path: scoring a released checkpoint must not train, must not need the training data, and must
 still land in the registry as an ordinary run that reports can rank next to trained ones. Everything here
 builds run configurations and hands them to :func:`rsitr_bench.harness.runner.execute` with ``fit=False``; no metric
-or scoring logic lives here.
+or scoring logic lives here. The model × dataset grid (:func:`run_grid`) is shared with ``run``, which trains
+every cell (``fit=True``).
 
 Evaluation presets (``eval_presets.yaml``, data rather than code) name a catalog checkpoint, the dataset and
 data package it belongs to, the published number, and the rows to score. ``mps-clip-released-rsitmd`` scores
@@ -53,11 +54,12 @@ class EvalPreset:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """A finished row: its label, the recorded run and the published number it is compared with."""
+    """A finished row or grid cell: its label, the recorded run and the published number it is compared with."""
 
     label: str
     outcome: RunOutcome
     published_mr: float | None = None
+    model: str | None = None  # the grid entry, for a grid cell
 
 
 def data_home() -> Path:
@@ -138,41 +140,69 @@ def run_eval_preset(name: str, host: PluginHost, registry: Registry, data_root: 
 def grid_overrides(model: str) -> dict[str, Any]:
     """The backbone options of one grid entry.
 
-    ``model`` is a catalog name (``remoteclip-vit-b-32``), an open_clip hub model (``hf-hub:OWNER/REPO``) or an
-    open_clip ``MODEL/TAG`` pair (``ViT-B-32/openai``, ``rsitr-tiny/synthetic-rs``).
+    ``model`` is a catalog name (``remoteclip-vit-b-32``), an open_clip hub model (``hf-hub:OWNER/REPO``), an
+    open_clip ``MODEL/TAG`` pair (``ViT-B-32/openai``, ``rsitr-tiny/synthetic-rs``), or a bare open_clip
+    model (``RN50``, ``rsitr-tiny``) whose weights the configuration's ``method.pretrained`` names. Only the
+    first three set ``method.pretrained``. An unknown name is a :class:`UserError` that lists the catalog.
     """
-    from rsitr_bench.checkpoints import get_entry, is_catalog_name
+    from rsitr_bench.checkpoints import get_entry, is_catalog_name, load_catalog
 
     if model.startswith("hf-hub:"):
         return {"method.model": model, "method.pretrained": None, "method.checkpoint": None}
-    if "/" in model and not is_catalog_name(model):
+    if is_catalog_name(model):
+        entry = get_entry(model)
+        return {"method.model": entry.architecture.model, "method.pretrained": None, "method.checkpoint": model}
+    if "/" in model:
         arch, tag = model.split("/", 1)
         return {"method.model": arch, "method.pretrained": tag, "method.checkpoint": None}
-    entry = get_entry(model)  # an unknown name is an error that lists the catalog
-    return {"method.model": entry.architecture.model, "method.pretrained": None, "method.checkpoint": model}
+    if _is_open_clip_model(model):
+        return {"method.model": model}
+    raise UserError(f"Unknown model {model!r}: neither a checkpoint catalog name ({', '.join(load_catalog())}), "
+                    f"nor an open_clip model (`rsitr-bench list models`), nor MODEL/TAG (ViT-B-32/openai) or "
+                    f"hf-hub:OWNER/REPO.")
 
 
-def run_grid(models: Sequence[str], datasets: Sequence[str], host: PluginHost, registry: Registry,
-             base: dict[str, Any], data_dir: Path | None = None, method: str = "global-clip") -> list[EvalResult]:
-    """Score ``method`` with every model on every dataset (zero-shot), one recorded run per cell.
+def _is_open_clip_model(name: str) -> bool:
+    import open_clip
+
+    from rsitr_bench.clip.backbones import register_model_configs
+
+    register_model_configs()
+    return name in open_clip.list_models()
+
+
+def run_grid(models: Sequence[str] | None, datasets: Sequence[str] | None, host: PluginHost, registry: Registry,
+             base: dict[str, Any], data_dir: Path | None = None, method: str | None = None,
+             fit: bool = False) -> list[EvalResult]:
+    """Run ``method`` with every model on every dataset, one recorded run per cell, datasets outermost.
+
+    ``eval`` and ``leaderboard`` score each cell as configured (``fit=False``); ``run`` trains it first
+    (``fit=True``), so a training grid obeys every rule of a single run.
 
     Arguments:
+        models: grid entries (see :func:`grid_overrides`); None keeps the base configuration's backbone.
+        datasets: dataset names; None keeps the base configuration's dataset and data root.
+        method: the method of every cell; None keeps the base configuration's.
         data_dir: a folder holding one sub-folder per dataset (``DIR/rsitmd``, ``DIR/ucm``, ...); None uses
             each dataset's default data package folder, fetched when missing (a dataset without a package,
             such as the embedded ``synthetic-rs``, gets no data root).
     """
-    if not models or not datasets:
+    if models is not None and not models or datasets is not None and not datasets:
         raise UserError("A grid needs at least one model and one dataset, e.g. --models "
                         "remoteclip-vit-b-32,ViT-B-32/openai --datasets rsitmd,ucm.")
-    overrides = {m: grid_overrides(m) for m in models}  # unknown names fail before any run starts
-    roots = {d: _grid_root(d, data_dir) for d in datasets}
+    overrides = {m: grid_overrides(m) for m in models or ()}  # unknown names fail before any run starts
+    roots = {d: _grid_root(d, data_dir) for d in datasets or ()}
     results = []
-    for dataset in datasets:
-        for model in models:
-            tree = _with_overrides(base, {"method.name": method, "dataset.name": dataset,
-                                          "data.root": roots[dataset], **overrides[model]})
-            outcome = evaluate_tree(tree, host, registry, tags={"grid_model": model})
-            results.append(EvalResult(f"{model} on {dataset}", outcome))
+    for dataset in datasets or [None]:
+        for model in models or [None]:
+            cell = {"method.name": method} if method else {}
+            if dataset is not None:
+                cell |= {"dataset.name": dataset, "data.root": roots[dataset]}
+            tree = _with_overrides(base, {**cell, **overrides.get(model, {})})
+            tags = {"grid_model": model} if model is not None else None
+            outcome = execute(resolve_config(tree, host), host, registry, tags=tags, fit=fit)
+            label = " on ".join(x for x in (model, dataset) if x is not None) or outcome.metrics["dataset"]
+            results.append(EvalResult(label, outcome, model=model))
     return results
 
 

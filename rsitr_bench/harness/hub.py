@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Literal
 
 from rsitr_bench.errors import CheckpointError, NetworkError, UserError
-from rsitr_bench.harness.atomic import write_text_atomic
 from rsitr_bench.harness.paths import cache_dir
 from rsitr_bench.harness.store import digest, weights_digest
 
@@ -198,20 +197,7 @@ def fetch(uri: str, *, sha256: str | None = None, what: str = "") -> FetchedFile
 
 def file_digest(path: Path) -> str:
     """sha256 of ``path``, remembered by (real path, size, mtime) so a 600 MB file is hashed once, not per run."""
-    memo = _digest_memo(path)
-    try:
-        known = memo.read_text().strip()
-        if len(known) == 64:
-            return known
-    except OSError:
-        pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    value = digest.hexdigest()
-    write_text_atomic(memo, value)
-    return value
+    return weights_digest(path, cache_dir())
 
 
 def net_timeout() -> float:
@@ -461,13 +447,6 @@ def _normalise_digest(sha256: str | None, label: str) -> str | None:
 def _mismatch(label: str, origin: str, expected: str, actual: str) -> str:
     return (f"{_cap(label)} from {origin} has sha256 {actual}, but {expected} was expected, even after deleting it and "
             f"downloading it again; the bad copy was deleted. The source changed or the expected digest is wrong.")
-
-
-def _digest_memo(path: Path) -> Path:
-    real = Path(path).resolve()
-    stat = real.stat()
-    key = hashlib.sha256(f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
-    return cache_dir() / "sha256" / f"{key}.txt"
 
 
 def _cap(label: str) -> str:

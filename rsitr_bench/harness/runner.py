@@ -33,9 +33,12 @@ from rsitr_bench.harness.environment import capture_environment, resolve_device,
 from rsitr_bench.harness.paths import cache_dir
 from rsitr_bench.harness.plugins import PluginHost
 from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.samples import SAMPLES_FILE, TOP_K, write_samples
 from rsitr_bench.harness.splits import load_splits
 
 SCHEMA_VERSION = 1
+#: The compliance reason of a run whose perspectives came from ground truth (an ``oracle-boxes``-like generator).
+ORACLE_REASON = "oracle perspectives (upper bound, not deployable)"
 
 
 @dataclass
@@ -84,7 +87,7 @@ ValidationCallback = Callable[[int, Mapping[str, float]], None]
 
 def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: str | None = None,
             tags: dict[str, Any] | None = None, on_validation: ValidationCallback | None = None,
-            target: str = "test", fit: bool = True) -> RunOutcome:
+            target: str = "test", fit: bool = True, continue_hint: str | None = None) -> RunOutcome:
     """Run (or resume) a configured run and record it in the registry.
 
     Arguments:
@@ -95,6 +98,8 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
             per seed) or ``val`` (sweep trials: the test split is never loaded).
         fit: False scores the method as configured (e.g. a released checkpoint) without training it, so
             neither train nor val is loaded; the result says ``evaluation_only`` and ``selection: none``.
+        continue_hint: what the log says to do after Ctrl-C (default: ``rsitr-bench run --resume ID``); a sweep
+            trial is continued by continuing its study instead.
     """
     if target not in ("test", "val"):
         raise ValueError(f"target must be 'test' or 'val', got {target!r}")
@@ -130,11 +135,16 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
         log.info("%s run %s: method %s on %s/%s (%d images, %d captions), seeds %s, device %s",
                  "Resuming" if resume_id else "Starting", run_id, config.method, config.dataset, scored.name,
                  scored.n_images, scored.n_captions, config.run.seeds, device)
+        if "limited_from" in scored.annotations:
+            log.warning("eval.limit (--limit) %d: only the first %d of %d images are scored; the result is "
+                        "stamped non-comparable and reports never rank it", config.eval.limit, scored.n_images,
+                        scored.annotations["limited_from"]["images"])
         per_seed = {}
         for seed in config.run.seeds:
             per_seed[seed] = _run_seed(config, host, method_reg.spec, splits, target, seed, run_dir, device,
                                        log, on_validation, fit)
-        result = _aggregate(config, run_id, per_seed, fingerprints, target, time.time() - started, fit)
+        result = _aggregate(config, run_id, per_seed, fingerprints, target, time.time() - started, fit,
+                            limited_from=scored.annotations.get("limited_from"))
         if result["saturated_ks"]:
             log.warning("%s: these recalls are 100 %% by construction, since k is not smaller than the gallery; "
                         "lower eval.ks or score a larger split", "; ".join(
@@ -153,7 +163,8 @@ def execute(config: RunConfig, host: PluginHost, registry: Registry, resume_id: 
         registry.finish(run_id, {}, status=exc.status)
         raise
     except KeyboardInterrupt:
-        log.warning("Run %s interrupted; continue it with `rsitr-bench run --resume %s`", run_id, run_id)
+        log.warning("Run %s interrupted; %s", run_id,
+                    continue_hint or f"continue it with `rsitr-bench run --resume {run_id}`")
         registry.finish(run_id, {}, status="interrupted")
         raise
     except BaseException as exc:
@@ -210,7 +221,11 @@ def _run_seed(config: RunConfig, host: PluginHost, spec: MethodSpec, splits: dic
         log.info("Evaluation only: %s is scored as configured, without training", config.method)
         summary = FitSummary("none", "none (evaluation only)")
     scored = splits[target]
-    result = _metrics(config, scored, method.score(scored, ctx), ctx)
+    similarity = method.score(scored, ctx)
+    result = _metrics(config, scored, similarity, ctx)
+    if config.run.log_samples:  # before the seed counts as done, so a resumed seed has its samples too
+        path = write_samples(seed_dir / SAMPLES_FILE, scored, similarity, result, ctx.texts(scored))
+        log.info("Seed %d: per-query samples (top-%d of both directions) in %s", seed, TOP_K, path)
     ci = M.bootstrap_ci(result, n_boot=config.eval.bootstrap, seed=seed) if config.eval.bootstrap else {}
     record = {
         "seed": seed,
@@ -223,6 +238,7 @@ def _run_seed(config: RunConfig, host: PluginHost, spec: MethodSpec, splits: dic
         "weights": method.weights_provenance() if isinstance(method, ReportsWeights) else {},
         "leakage_audit": audit.stamp(),
         "guidance_stats": dict(guidance.counters),
+        "oracle_perspectives": sorted(guidance.non_deployable),
     }
     arrays = {"i2t_ranks": result.i2t_ranks, "t2i_ranks": result.t2i_ranks}
     for k in result.ks:  # per-query hits, so reports can run paired tests from the registry alone
@@ -245,7 +261,8 @@ def _metrics(config: RunConfig, split: Split, similarity: np.ndarray, ctx: RunCo
 
 
 def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any]],
-               fingerprints: dict[str, dict], target: str, wall_time: float, fit: bool = True) -> dict[str, Any]:
+               fingerprints: dict[str, dict], target: str, wall_time: float, fit: bool = True,
+               limited_from: dict[str, Any] | None = None) -> dict[str, Any]:
     first = per_seed[config.run.seeds[0]]
     selections = {str(r["fit"]["selection"]) for r in per_seed.values()}
     selection = selections.pop() if len(selections) == 1 else "mixed: " + ", ".join(sorted(selections))
@@ -257,6 +274,19 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
                  first["leakage_audit"])
     if audit.get("status") != "pass":
         reasons.append(f"leakage audit: {audit.get('status')}")
+    # Perspectives read from ground truth (a generator declaring deployable=False) bound what a localiser could
+    # give; no deployed system has them, so the run is an upper bound, never a ranked result.
+    oracles = sorted({name for r in per_seed.values() for name in r.get("oracle_perspectives", [])})
+    if oracles:
+        reasons.append(ORACLE_REASON)
+    # A limited run (--limit) scored part of the split: a smoke test whose numbers compare with nothing.
+    limit = None
+    if limited_from is not None:
+        scored = fingerprints[target]
+        limit = {"images": scored["images"], "captions": scored["captions"], "of_split": limited_from["split"],
+                 "of_images": limited_from["images"], "of_captions": limited_from["captions"]}
+        reasons.append(f"limited to the first {limit['images']} of {limit['of_images']} images of split "
+                       f"{limit['of_split']} (--limit): not comparable")
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -280,6 +310,9 @@ def _aggregate(config: RunConfig, run_id: str, per_seed: dict[int, dict[str, Any
         "evaluation_only": not fit,
         "selection": selection,
         "leakage_audit": audit,
+        "oracle_perspectives": oracles,
+        "comparable": limit is None,
+        "limit": limit,
         "compliance": {"compliant": not reasons, "reasons": reasons},
         "wall_time_s": round(wall_time, 3),
     }

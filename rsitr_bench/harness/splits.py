@@ -6,7 +6,10 @@ used to load it, without importing the runner and everything a run needs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from rsitr_bench.data.model import Split
 from rsitr_bench.errors import DataError, UserError
@@ -39,4 +42,30 @@ def load_splits(config: RunConfig, host: PluginHost, trainable: bool, target: st
         if not name:
             raise DataError(f"Dataset {config.dataset!r} declares no {role} split; set data.{role}_split.")
         splits[role] = dataset.load_split(name)
+    if config.eval.limit is not None:
+        splits[target] = limit_split(splits[target], config.eval.limit)
     return splits
+
+
+#: The fields of :class:`Split` that hold one entry per image, in image order.
+PER_IMAGE_FIELDS = ("image_names", "image_paths", "image_labels", "object_boxes")
+
+
+def limit_split(split: Split, n_images: int) -> Split:
+    """The first ``n_images`` images of ``split`` and their captions (``eval.limit``, ``--limit``), for smoke tests.
+
+    The result is named ``<split>[:N]`` and its fingerprint is its own content's, so a limited run is never
+    mistaken for, or grouped with, a run on the whole split; ``annotations["limited_from"]`` keeps the full
+    split's size for the result's non-comparable stamp. A limit not below the split's size changes nothing.
+    Per-image fields are cut; annotations stay valid as they are, since the kept images keep their indices.
+    """
+    if n_images >= split.n_images:
+        return split
+    keep = np.flatnonzero(split.caption_image < n_images)
+    per_image = {name: getattr(split, name) for name in PER_IMAGE_FIELDS}
+    per_image = {name: None if value is None else value[:n_images] for name, value in per_image.items()}
+    return dataclasses.replace(
+        split, name=f"{split.name}[:{n_images}]", captions=[split.captions[j] for j in keep],
+        caption_image=split.caption_image[keep], **per_image,
+        annotations={**split.annotations, "limited_from": {"split": split.name, "images": split.n_images,
+                                                           "captions": split.n_captions}})

@@ -14,15 +14,16 @@ from pydantic import Field
 
 from rsitr_bench.api import MethodSpec, RunContext
 from rsitr_bench.clip.backbones import Backbone, BackboneOptions, weights_provenance
-from rsitr_bench.clip.features import FeatureCache, encode_images, encode_texts
+from rsitr_bench.clip.features import DEFAULT_BATCH_SIZE, FeatureCache, encode_images, encode_texts
 from rsitr_bench.data.model import Split
 
 
 @dataclass
 class GlobalClipOptions(BackboneOptions):
-    """The backbone (see :class:`~rsitr_bench.clip.backbones.BackboneOptions`) and the encoding batch size."""
+    """The backbone (see :class:`~rsitr_bench.clip.backbones.BackboneOptions`) and the encoding batch size
+    (another batch size than the default caches its features apart: :mod:`rsitr_bench.clip.features`)."""
 
-    batch_size: Annotated[int, Field(ge=1)] = 64
+    batch_size: Annotated[int, Field(ge=1)] = DEFAULT_BATCH_SIZE
 
 
 class GlobalClip:

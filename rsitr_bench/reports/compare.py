@@ -14,9 +14,11 @@ policy without saved hits the test is skipped and the report says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rsitr_bench.errors import UserError
 from rsitr_bench.metrics import RetrievalResult, paired_test
 from rsitr_bench.reports.runs import RunRecord
 
@@ -84,3 +86,78 @@ def ties_with_best(best: RunRecord, others: list[RunRecord], alpha: float = 0.05
         p = float(test["p_value"])
         verdicts[other.id] = TieVerdict(p, float(test["delta"]), p < alpha)
     return verdicts
+
+
+class IncomparableRunsError(UserError):
+    """Two runs whose numbers do not measure the same thing (other test split, protocol, ties or ks)."""
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    """One metric of a two-run comparison: both values, B − A, and the paired test of that difference."""
+
+    metric: str
+    a: float
+    b: float
+    delta: float
+    ci: tuple[float, float] | None  # 95% bootstrap CI of B − A over the test queries; None without per-query hits
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Run B against run A on one test split; ``reason`` says why the paired test is missing, if it is."""
+
+    a: RunRecord
+    b: RunRecord
+    rows: list[MetricDelta]
+    n_boot: int
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.a.result
+        return {
+            "a": self.a.id, "b": self.b.id, "fingerprint": self.a.fingerprint.get("sha256"),
+            "protocol": r.get("protocol"), "ties": r.get("ties"), "ks": list(r.get("ks") or ()),
+            "paired_test": {"n_boot": self.n_boot if not self.reason else None, "skipped": self.reason or None},
+            "metrics": {row.metric: {"a": row.a, "b": row.b, "delta": row.delta,
+                                     "ci": None if row.ci is None else list(row.ci), "p_value": row.p_value}
+                        for row in self.rows},
+        }
+
+
+def compare_runs(a: RunRecord, b: RunRecord, n_boot: int = 1000, seed: int = 0) -> RunComparison:
+    """B − A for every R@k of both directions and mR, each with the paired test over the test queries.
+
+    Refuses runs on different test splits (the fingerprints name them) or with another protocol, tie
+    policy or ks, whose recalls are different quantities: a difference between them means nothing.
+    """
+    sha_a, sha_b = a.fingerprint.get("sha256"), b.fingerprint.get("sha256")
+    if sha_a != sha_b:
+        raise IncomparableRunsError(
+            f"Runs {a.id} and {b.id} were scored on different test splits (fingerprint {str(sha_a)[:12]} vs "
+            f"{str(sha_b)[:12]}); their numbers are not comparable. `rsitr-bench report` groups runs by split.")
+    scoring_a, scoring_b = a.comparability_key[1:], b.comparability_key[1:]
+    if scoring_a != scoring_b:
+        raise IncomparableRunsError(
+            f"Runs {a.id} and {b.id} were scored differently (protocol, ties, ks: {scoring_a} vs "
+            f"{scoring_b}); their recalls are different quantities.")
+    ks = tuple(int(k) for k in a.result.get("ks") or (1, 5, 10))
+    metrics = [f"{d}_R@{k}" for d in DIRECTIONS for k in ks] + ["mR"]
+    res_a, res_b = per_query_result(a), per_query_result(b)
+    tests: dict[str, dict[str, Any]] = {}
+    reason = ""
+    if res_a is None or res_b is None:
+        reason = "no per-query hits saved for a paired test"
+    elif res_a.n_queries != res_b.n_queries:
+        reason = "different numbers of queries"
+    else:
+        tests = {m: paired_test(res_b, res_a, metric=m, n_boot=n_boot, seed=seed) for m in metrics}
+    rows = []
+    for metric in metrics:
+        value_a, value_b = float(a.result["summary"][metric]["mean"]), float(b.result["summary"][metric]["mean"])
+        test = tests.get(metric)
+        ci = None if test is None else (float(test["ci"][0]), float(test["ci"][1]))
+        p_value = None if test is None else float(test["p_value"])
+        rows.append(MetricDelta(metric, value_a, value_b, round(value_b - value_a, 2), ci, p_value))
+    return RunComparison(a, b, rows, n_boot, reason)

@@ -55,3 +55,6 @@ LEGEND = ("Unit: percent; mean ± std over seeds (a single seed shows no std). A
           "or a failed leakage audit) are stamped and listed apart, never ranked. Published rows: mR "
           "recomputed from the six recalls; ⚠ marks a printed mR that is not their mean beyond rounding "
           "(> 0.01).")
+
+CONFIGURATIONS = ("Configurations: every configuration key whose value differs between the numbered runs of "
+                  "one method (floats to 3 significant digits).")

@@ -6,7 +6,8 @@ Rules, each because a published table broke it:
   (sha256 of the split's content) and they were scored with the same protocol, tie policy and cut-offs.
   Two tables of one dataset are never merged, and the report says why they are apart.
 * **Compliant runs are ranked; non-compliant ones are not.** A run that selected its model on test, or whose
-  leakage audit failed, is stamped and shown in its own unranked table below the ranked one.
+  leakage audit failed, or that scored only part of its split (``--limit``), is stamped and shown in its own
+  unranked table below the ranked one.
 * **Ties are stated.** The best compliant run is tested against every other (see :mod:`.compare`); runs the
   test cannot separate from it are marked.
 * **Repeats are not double-counted.** Of several runs of one configuration the newest is shown.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rsitr_bench.reports.compare import TieVerdict, ties_with_best
+from rsitr_bench.reports.labels import legend_text, short_labels
 from rsitr_bench.reports.published import PublishedDataset, PublishedRow
 from rsitr_bench.reports.runs import RunRecord
 
@@ -31,11 +33,16 @@ def metric_keys(ks: Sequence[int]) -> list[str]:
 
 @dataclass
 class Row:
-    """One leaderboard line: one run (the newest of its configuration)."""
+    """One leaderboard line: one run (the newest of its configuration).
+
+    ``label`` is short (``mps-clip #2``, see :mod:`.labels`); ``distinct`` holds the configuration keys, with
+    raw values, that tell it from the other rows of its method (empty when it is its method's only row).
+    """
 
     record: RunRecord
     label: str
     stats: dict[str, dict[str, float]]
+    distinct: dict[str, Any] = field(default_factory=dict)
     marks: dict[str, str] = field(default_factory=dict)  # metric -> "best" | "second"
     rank: int | None = None
     verdict: TieVerdict | None = None
@@ -69,6 +76,11 @@ class Row:
         return None if cell is None else float(cell["mean"])
 
     @property
+    def legend(self) -> str:
+        """What the short label stands for: every distinct key, floats at 3 significant digits."""
+        return legend_text(self.distinct)
+
+    @property
     def comparison(self) -> str:
         """Against the best run: ``best``, ``≈ best (p=…)``, ``p=…`` or why no test was possible."""
         if self.rank == 1:
@@ -81,7 +93,8 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         v = self.verdict
         return {
-            "label": self.label, "method": self.record.method, "run_id": self.record.id, "rank": self.rank,
+            "label": self.label, "configuration": self.distinct, "method": self.record.method,
+            "run_id": self.record.id, "rank": self.rank,
             "compliant": self.compliant, "stamp": self.stamp,
             "selection": self.record.result.get("selection"),
             "metrics": self.stats, "marks": self.marks, "seeds": self.record.result.get("seeds"),
@@ -127,6 +140,13 @@ class Table:
         return self.ranked + self.unranked
 
     @property
+    def legend(self) -> list[tuple[str, str]]:
+        """``(short label, the configuration it stands for)`` for every row named by a number, by label."""
+        numbered = [row for row in self.rows if row.distinct]
+        numbered.sort(key=lambda row: (row.record.method, int(row.label.rpartition("#")[2])))
+        return [(row.label, row.legend) for row in numbered]
+
+    @property
     def title(self) -> str:
         fp = self.fingerprint
         return (f"test split {fp.get('split', '?')}: {fp.get('images', '?')} images, "
@@ -136,24 +156,16 @@ class Table:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "protocol": self.protocol, "ties": self.ties, "ks": self.ks,
-                "title": self.title, "ranked": [r.to_dict() for r in self.ranked],
+                "title": self.title, "legend": dict(self.legend),
+                "ranked": [r.to_dict() for r in self.ranked],
                 "unranked": [r.to_dict() for r in self.unranked], "superseded_runs": self.superseded}
 
 
 def _label_rows(rows: list[Row]) -> None:
-    """Name each row by its method, plus the configuration keys that tell same-method rows apart."""
-    by_method: dict[str, list[Row]] = {}
-    for row in rows:
-        by_method.setdefault(row.record.method, []).append(row)
-    for method, group in by_method.items():
-        if len(group) == 1:
-            group[0].label = method
-            continue
-        configs = [r.record.measured_config for r in group]
-        keys = sorted({k for c in configs for k in c if len({repr(x.get(k)) for x in configs}) > 1})
-        for row, config in zip(group, configs, strict=True):
-            shown = ", ".join(f"{k.split('.', 1)[-1]}={config.get(k)}" for k in keys[:3])
-            row.label = f"{method} ({shown or row.record.id[-6:]})"
+    """Name each row by its method, numbered when the method has several configurations (:mod:`.labels`)."""
+    labels = short_labels([(row.record.method, row.record.measured_config) for row in rows])
+    for row, (label, distinct) in zip(rows, labels, strict=True):
+        row.label, row.distinct = label, distinct
 
 
 def _mark_best(rows: list[Row], metrics: list[str]) -> None:

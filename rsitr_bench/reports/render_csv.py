@@ -1,7 +1,8 @@
 """CSV rendering: one flat table (reproduced runs and published rows) for spreadsheets and pandas.
 
 Every value is a plain number (no ``±`` strings), with mean and std in separate columns, so nothing has to
-be parsed back out of text.
+be parsed back out of text. ``configuration`` spells out a numbered label (``mps-clip #2``): the keys that
+differ between the runs of its method.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from rsitr_bench.reports.leaderboard import Comparison, Row, Table, metric_keys
 from rsitr_bench.reports.model import Report
 
 _METRICS = metric_keys((1, 5, 10))
-COLUMNS = (["dataset", "kind", "table", "fingerprint", "protocol", "ties", "rank", "label", "method",
-            "run_id", "compliant", "stamp", "vs_best_p", "tied_with_best"]
+COLUMNS = (["dataset", "kind", "table", "fingerprint", "protocol", "ties", "rank", "label", "configuration",
+            "method", "run_id", "compliant", "stamp", "vs_best_p", "tied_with_best"]
            + [f"{k}_{s}" for k in _METRICS for s in ("mean", "std")]
            + ["n_seeds", "trainable_params", "total_params", "wall_time_s", "backbone", "setting", "source",
               "mR_printed", "mR_recomputed", "mR_mismatch", "reproduced_run", "delta_mR"])
@@ -26,7 +27,7 @@ def _run_line(dataset: str, index: int, table: Table, row: Row) -> dict[str, Any
     line: dict[str, Any] = {
         "dataset": dataset, "kind": "reproduced", "table": index,
         "fingerprint": table.fingerprint.get("sha256"), "protocol": table.protocol, "ties": table.ties,
-        "rank": row.rank, "label": row.label,
+        "rank": row.rank, "label": row.label, "configuration": row.legend,
         "method": row.record.method, "run_id": row.record.id, "compliant": row.compliant, "stamp": row.stamp,
         "vs_best_p": v.p_value if v else None, "tied_with_best": v.separable is False if v else None,
         "n_seeds": row.n_seeds, "trainable_params": row.trainable, "total_params": row.total,

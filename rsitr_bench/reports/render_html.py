@@ -19,8 +19,11 @@ _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 .scroll{overflow-x:auto;margin:.6em 0 1.4em}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:right;white-space:nowrap}
+th,td{border-bottom:1px solid #ddd;padding:.25em .45em;text-align:right;white-space:nowrap}
 th:first-child,td:first-child,td.text{text-align:left}
+th,td.text{white-space:normal}
+.sd{display:block;font-size:.8em;color:#555}
+ul.configs{font-size:.9em;overflow-wrap:anywhere}
 thead th{border-bottom:2px solid #444}
 button.sort{font:inherit;font-weight:600;background:none;border:0;cursor:pointer;padding:0}
 th[aria-sort=ascending] button.sort::after{content:" ▲"}
@@ -78,7 +81,8 @@ def _td(text: str, value: float | int | str | None = None, cls: str = "") -> str
 
 def _metric_td(row: Row, key: str) -> str:
     mark = row.marks.get(key, "")
-    return _td(escape(fmt.mean_std(row.stats.get(key))), row.mean(key), mark)
+    mean, pm, std = fmt.mean_std(row.stats.get(key)).partition(" ± ")
+    return _td(escape(mean) + (f'<span class="sd">± {escape(std)}</span>' if pm else ""), row.mean(key), mark)
 
 
 def _leaderboard(table: Table, ranked: bool) -> str:
@@ -88,7 +92,9 @@ def _leaderboard(table: Table, ranked: bool) -> str:
     body = []
     for row in table.ranked if ranked else table.unranked:
         cells = [_td(str(row.rank), row.rank)] if ranked else []
-        cells.append(_td(escape(row.label), cls="text"))
+        label = escape(row.label)
+        cells.append(_td(f'<span title="{escape(row.legend)}">{label}</span>' if row.distinct else label,
+                         cls="text"))
         cells += [_metric_td(row, k) for k in table.metrics]
         cells += [_td(str(row.n_seeds), row.n_seeds), _td(fmt.params(row.trainable), row.trainable),
                   _td(fmt.duration(row.wall_time_s), row.wall_time_s)]
@@ -134,6 +140,9 @@ def _section(section: DatasetSection) -> list[str]:
             out.append(_leaderboard(table, ranked=True))
         if table.unranked:
             out += ["<h4>Non-compliant runs (stamped, not ranked)</h4>", _leaderboard(table, ranked=False)]
+        if table.legend:
+            entries = "".join(f"<li><b>{escape(label)}</b>: {escape(text)}</li>" for label, text in table.legend)
+            out.append(f'<p class="legend">{escape(fmt.CONFIGURATIONS)}</p><ul class="configs">{entries}</ul>')
         if table.superseded:
             out.append(f'<p class="note">Older repeats not shown: {escape(", ".join(table.superseded))}.</p>')
     if section.published is not None:

@@ -41,6 +41,12 @@ def _head(table: Table, extra: list[str]) -> list[str]:
     ]
 
 
+def _configurations(rows: list[Row]) -> str:
+    """The legend of the numbered labels, for the caption (a caption wraps; a table column would not)."""
+    entries = [f"\\textit{{{escape(row.label)}}}: {escape(row.legend)}" for row in rows if row.distinct]
+    return f" {escape(fmt.CONFIGURATIONS)} " + "; ".join(entries) + "." if entries else ""
+
+
 def _table(dataset: str, index: int, table: Table, ranked: bool, alpha: float) -> list[str]:
     rows = table.ranked if ranked else table.unranked
     extra = ["Params", "Time"] + ([] if ranked else ["Stamp"])
@@ -58,7 +64,8 @@ def _table(dataset: str, index: int, table: Table, ranked: bool, alpha: float) -
             f"over test queries ($\\alpha = {alpha}$)." if ranked else
             "NON-COMPLIANT runs (model selected on test or failed leakage audit): not ranked and not "
             "comparable with the compliant table.")
-    caption = (f"{escape(dataset)}: {escape(table.title)}. Mean $\\pm$ std over seeds, percent. {what}")
+    caption = (f"{escape(dataset)}: {escape(table.title)}. Mean $\\pm$ std over seeds, percent. {what}"
+               + _configurations(rows))
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
               rf"\label{{tab:{escape(dataset)}-{index}{'' if ranked else '-noncompliant'}}}",
               r"\end{table}", ""]

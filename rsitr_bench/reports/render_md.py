@@ -62,6 +62,8 @@ def render(report: Report) -> str:
                 out += [_table(table, ranked=True), ""]
             if table.unranked:
                 out += ["**Non-compliant runs (stamped, not ranked):**", "", _table(table, ranked=False), ""]
+            if table.legend:
+                out += [fmt.CONFIGURATIONS, ""] + [f"- **{label}**: {text}" for label, text in table.legend] + [""]
             if table.superseded:
                 out += [f"Older repeats of a shown configuration: {', '.join(table.superseded)}.", ""]
         if section.published is not None:

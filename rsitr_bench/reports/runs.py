@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rsitr_bench.errors import UserError
 from rsitr_bench.harness.registry import Registry, RunRow
 
-# Configuration keys that do not change what a run measures (where it ran, how it printed).
-_NEUTRAL_PREFIXES = ("run.", "data.root")
+# Configuration keys that do not change what a run measures (where it ran, how it printed or logged).
+_NEUTRAL_PREFIXES = ("run.", "data.root", "train.tensorboard")
 
 
 @dataclass
@@ -51,7 +52,9 @@ class RunRecord:
 
     @property
     def compliant(self) -> bool:
-        return bool((self.result.get("compliance") or {}).get("compliant", True))
+        """Rankable: compliant and comparable (a ``--limit`` smoke test scored part of the split only)."""
+        return bool((self.result.get("compliance") or {}).get("compliant", True)) and \
+            self.result.get("comparable", True) is not False
 
     @property
     def reasons(self) -> list[str]:
@@ -126,6 +129,26 @@ def finished_test_runs(registry: Registry, dataset: str | None = None) -> list[R
         if record is not None and record.result.get("summary") and record.role == "test":
             records.append(record)
     return records
+
+
+def finished_test_run(registry: Registry, run_id: str) -> RunRecord:
+    """One finished run scored on the test split, by id or unambiguous id prefix; anything else is refused.
+
+    A comparison of a failed run, or of a sweep trial scored on validation, would print numbers that measure
+    nothing the leaderboard shows, so the refusal says which of the two it is.
+    """
+    row = registry.get(run_id)
+    if row.status != "finished":
+        raise UserError(f"Run {row.id} is {row.effective_status}, not finished: it has no result to compare. "
+                        f"`rsitr-bench runs ls` shows each run's status.")
+    record = _load(registry, row)
+    if record is None or not record.result.get("summary"):
+        raise UserError(f"Run {row.id} is marked finished but its metrics.json in {registry.run_dir(row.id)} is "
+                        f"missing or unreadable.")
+    if record.role != "test":
+        raise UserError(f"Run {row.id} was scored on the validation split (a sweep trial), not on the test "
+                        f"split; compare runs recorded by `rsitr-bench run` or `rsitr-bench eval`.")
+    return record
 
 
 def sweep_trials(registry: Registry, dataset: str) -> dict[str, list[RunRecord]]:

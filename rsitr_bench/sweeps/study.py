@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -365,7 +366,8 @@ def run_trials(sweep: Sweep) -> None:
         tags = {"study": sweep.name, "trial": trial.number, "storage": sweep.storage, "params": params}
         try:
             outcome = runner.execute(config, sweep.host, registry, tags=tags,
-                                     on_validation=ValidationReporter(trial), target="val")
+                                     on_validation=ValidationReporter(trial), target="val",
+                                     continue_hint=f"`{continue_command(sweep)}` continues the study")
         except optuna.TrialPruned:
             run_id = find_trial_run(registry, request.method, request.dataset, sweep.name, trial.number)
             if run_id:
@@ -390,8 +392,39 @@ def run_trials(sweep: Sweep) -> None:
             study.enqueue_trial(trial.params, user_attrs={
                 ATTR_RETRY_OF: trial.user_attrs.get(ATTR_RETRY_OF, trial.number), ATTR_RETRIES: retries + 1})
 
-    sweep.study.optimize(objective, n_trials=request.n_trials, timeout=request.timeout, catch=(TrialError,),
-                         callbacks=[retry_failed])
+    quiet = QuietInterrupt()
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    optuna_log.addFilter(quiet)
+    try:
+        sweep.study.optimize(objective, n_trials=request.n_trials, timeout=request.timeout, catch=(TrialError,),
+                             callbacks=[retry_failed])
+    finally:
+        optuna_log.removeFilter(quiet)
+
+
+def continue_command(sweep: Sweep) -> str:
+    """The command that continues this study after an interruption (finished trials are kept in it)."""
+    request = sweep.request
+    command = f"rsitr-bench sweep --method {request.method} --dataset {request.dataset} --study {sweep.name}"
+    return command + (f" --storage {sweep.storage}" if request.storage else "")  # password redacted
+
+
+class QuietInterrupt(logging.Filter):
+    """Drops Optuna's report of a trial stopped by Ctrl-C: a failure message with the whole traceback, then
+    "failed with value None". The user pressed Ctrl-C; the command says what was kept and how to continue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        message = record.getMessage()
+        trial = message.split(" failed", 1)[0]
+        if isinstance(error, KeyboardInterrupt):
+            self.interrupted.add(trial)
+            return False
+        return not (trial in self.interrupted and " failed with value " in message)
 
 
 def conclude(sweep: Sweep) -> SweepOutcome:

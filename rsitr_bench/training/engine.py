@@ -79,6 +79,7 @@ from rsitr_bench.errors import CheckpointError, ConfigError
 from rsitr_bench.harness.atomic import write_bytes_atomic, write_json_atomic
 from rsitr_bench.harness.environment import resolve_device, seed_everything
 from rsitr_bench.harness.options import validated
+from rsitr_bench.training.tensorboard import TENSORBOARD_DIR, EpochScalars, require_tensorboard
 
 AmpSetting = Literal["auto", "off", "bf16", "fp16"]
 KeepCheckpoints = Literal["best", "last", "none"]
@@ -87,7 +88,7 @@ KEEP_CHOICES: tuple[str, ...] = get_args(KeepCheckpoints)
 CHECKPOINT_DIR = "checkpoints"  # under the run context's run_dir (a seed's directory)
 NON_COMPLIANT_TEST_SELECTION = "test (non-compliant)"
 # Config fields that may change between an interrupted run and its resumption.
-_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best", "keep_checkpoints")
+_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best", "keep_checkpoints", "tensorboard")
 
 
 def _at_least_one_epoch(epochs: int) -> int:
@@ -130,6 +131,8 @@ class TrainConfig:
         keep_checkpoints: what stays on disk once the seed has its result (see :func:`prune_checkpoints`):
             ``best`` (the selected weights), ``last`` (weights and optimiser state of the last step) or
             ``none``. Until then both are kept, so an unfinished seed resumes.
+        tensorboard: write per-epoch loss, lr and validation metrics to ``<run_dir>/tensorboard/`` (needs
+            the optional ``tensorboard`` package; :mod:`rsitr_bench.training.tensorboard`).
     """
 
     lr: LearningRate = 4e-5
@@ -150,6 +153,7 @@ class TrainConfig:
     resume: bool = True
     restore_best: bool = True
     keep_checkpoints: KeepCheckpoints = "best"
+    tensorboard: Annotated[bool, AfterValidator(require_tensorboard)] = False
 
 
 @dataclass(frozen=True)
@@ -470,35 +474,39 @@ class Engine:
 
         state = run.state
         model.train()  # and back to train mode after every evaluation (§9 item 18)
-        for epoch in range(state["epochs_done"], cfg.epochs):
-            start = state["global_step"] - epoch * steps_per_epoch
-            seed_everything(derive_seed(self.seed, epoch, self.rank))
-            micro_batches = iter(train_loader_factory(self._plan(epoch)))
-            for _ in range(start * self.accumulation):  # same batches, same worker seeds as the first run
-                next(micro_batches)
-            if resumed_rng is not None and start > 0:
-                _restore_rng(*resumed_rng)
-            resumed_rng = None
-            if start == 0:
-                state["epoch_losses"] = []  # kept in the checkpoint, so a resumed epoch reports the same mean
-            epoch_loss = self._train_epoch(run, micro_batches, epoch, steps_per_epoch, total, warmup_steps)
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"], "loss": epoch_loss}
-            message = f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f}"
-            if evaluate_fn is not None:
-                metrics = self._evaluate(model, evaluate_fn)
-                record[cfg.select_on] = metrics
-                score = metrics[cfg.select_metric]
-                message += f", {cfg.select_on} {cfg.select_metric} {score:.3f}"
-                if state["best_score"] is None or score > state["best_score"]:
-                    state.update(best_score=score, best_epoch=epoch + 1, best_metrics=metrics)
+        board = Path(self.ctx.run_dir) / TENSORBOARD_DIR if cfg.tensorboard and self.rank == 0 else None
+        with EpochScalars(board) as scalars:
+            for epoch in range(state["epochs_done"], cfg.epochs):
+                start = state["global_step"] - epoch * steps_per_epoch
+                seed_everything(derive_seed(self.seed, epoch, self.rank))
+                micro_batches = iter(train_loader_factory(self._plan(epoch)))
+                for _ in range(start * self.accumulation):  # the first run's batches and worker seeds
+                    next(micro_batches)
+                if resumed_rng is not None and start > 0:
+                    _restore_rng(*resumed_rng)
+                resumed_rng = None
+                if start == 0:
+                    state["epoch_losses"] = []  # checkpointed: a resumed epoch reports the same mean
+                epoch_loss = self._train_epoch(run, micro_batches, epoch, steps_per_epoch, total, warmup_steps)
+                record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"], "loss": epoch_loss}
+                message = f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f}"
+                if evaluate_fn is not None:
+                    metrics = self._evaluate(model, evaluate_fn)
+                    record[cfg.select_on] = metrics
+                    score = metrics[cfg.select_metric]
+                    message += f", {cfg.select_on} {cfg.select_metric} {score:.3f}"
+                    if state["best_score"] is None or score > state["best_score"]:
+                        state.update(best_score=score, best_epoch=epoch + 1, best_metrics=metrics)
+                        self._save_best(run)
+                else:
+                    state.update(best_epoch=epoch + 1, best_metrics={})
                     self._save_best(run)
-            else:
-                state.update(best_epoch=epoch + 1, best_metrics={})
-                self._save_best(run)
-            state["history"].append(record)
-            state["epochs_done"] = epoch + 1
-            self._save_last(run)
-            self.ctx.log.info(message)
+                state["history"].append(record)
+                state["epochs_done"] = epoch + 1
+                self._save_last(run)
+                self.ctx.log.info(message)
+                scalars.log(epoch + 1, epoch_loss, cfg.lr * lr_factor(state["global_step"] - 1, total, warmup_steps),
+                            cfg.select_on, record.get(cfg.select_on))
 
         if cfg.restore_best and state["best_epoch"] is not None:
             self._barrier()

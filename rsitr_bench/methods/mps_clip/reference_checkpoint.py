@@ -53,12 +53,12 @@ from torch import nn
 
 from rsitr_bench.clip.backbones import (
     Backbone,
-    file_sha256,
     load_state_dict_strict,
     quiet_random_init_warning,
     register_model_configs,
 )
 from rsitr_bench.errors import CheckpointError
+from rsitr_bench.harness.hub import file_digest
 from rsitr_bench.methods.mps_clip.adapter import GatedGlobalAttention, sinusoidal_positions
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class ReferenceCheckpoint:
 
     @functools.cached_property
     def sha256(self) -> str:
-        return self.known_sha256 or file_sha256(Path(self.info.path))
+        return self.known_sha256 or file_digest(Path(self.info.path))
 
     def clip_state_dict(self) -> dict[str, torch.Tensor]:
         """The plain CLIP weights (no adapter, gate, MPR or scalar), under open_clip's names."""
