@@ -287,7 +287,7 @@ class Guidance(Protocol):
 
     def perspectives(self, split: Split, *, keywords: str, generator: str, backbone: Callable[[], Backbone],
                      keyword_options: dict | None = None, generator_options: dict | None = None,
-                     max_per_image: int = 4, indices: Sequence[int] | None = None,
+                     max_per_image: int | None = 4, indices: Sequence[int] | None = None,
                      with_masks: bool = True) -> GuidanceResult:
         """Keywords and perspectives for every image of ``split`` (or the image ``indices`` given).
 
@@ -296,7 +296,8 @@ class Guidance(Protocol):
             keywords, generator: registered keyword provider and perspective generator names.
             backbone: builds the method's backbone; called at most once, and only if a plugin needs it.
             keyword_options, generator_options: plugin options, validated against the plugin's declaration.
-            max_per_image: keywords (and so perspectives) kept per image, in the provider's order.
+            max_per_image: keywords (and so perspectives) kept per image, in the provider's order;
+                ``None`` keeps them all.
             with_masks: False drops the masks from the result (crop-mode methods need boxes only).
         """
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 SEEDS=${SEEDS:-0,1,2}
 export RSITR_BENCH_HOME=${RSITR_BENCH_HOME:-$(mktemp -d)}
-for method in global-clip full-ft mps-clip mps-clip-as-published; do
+for method in global-clip full-ft mps-clip mps-clip-leaky-protocol; do
     rsitr-bench run --method "$method" --seeds "$SEEDS" --no-progress
 done
 rm -rf reports/out

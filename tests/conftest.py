@@ -26,6 +26,7 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("rsitr")
     monkeypatch.setenv("RSITR_BENCH_HOME", str(base / "home"))
     monkeypatch.setenv("RSITR_BENCH_CACHE", str(base / "cache"))
+    monkeypatch.delenv("RSITR_BENCH_REGISTRY_URL", raising=False)  # a user's shared index stays untouched
     return base
 
 

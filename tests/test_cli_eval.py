@@ -72,6 +72,9 @@ def test_shipped_eval_presets_name_catalog_checkpoints_and_registered_methods():
         assert any("as published" in label for label in labels) and any("compliant" in label for label in labels)
         for row in preset.rows:
             host.get("methods", row.method)
+            # The leaky row asks for the published protocol through its one switch; the compliant row does not.
+            published = row.overrides.get("method.gallery_protocol") == "as-published"
+            assert published is ("as published" in row.label)
 
 
 @pytest.mark.parametrize("text", ["rows: 3", "description: x"])

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from rsitr_bench.cli.main import main
-from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.registry import RUNS, Registry
 from tests.fixtures.runs import SHA_A, SHA_B, fake_run
 
 
@@ -133,7 +133,7 @@ def test_rm_interrupted_covers_crashed_processes_and_never_a_running_run(registr
     crashed = "crashed-run"
     registry.create(crashed, "global-clip", "synthetic-rs", "test", SHA_A, [0])
     with registry._connect() as db:  # the run's process is gone without marking it
-        db.execute("UPDATE runs SET pid=? WHERE id=?", (2**22 + 12345, crashed))
+        db.execute(RUNS.update().where(RUNS.c.id == crashed).values(pid=2**22 + 12345))
     running = "live-run"
     registry.create(running, "global-clip", "synthetic-rs", "test", SHA_A, [0])  # this process: alive
     failed = _failed_run(registry, "failed-run")

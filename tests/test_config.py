@@ -105,7 +105,8 @@ def test_unreadable_and_invalid_yaml(tmp_path):
 
 # ------------------------------------------------------------- declared ranges and presets as data
 
-MPS_CLIP_PRESETS = ["mps-clip", "mps-clip-as-published", "mps-clip-head", "mps-clip-pre-restore"]
+MPS_CLIP_PRESETS = ["mps-clip", "mps-clip-as-published", "mps-clip-head", "mps-clip-leaky-protocol",
+                    "mps-clip-pre-restore"]
 TRAINABLE = ["full-ft", *MPS_CLIP_PRESETS]
 
 
@@ -144,7 +145,7 @@ def test_every_trainable_method_declares_the_training_ranges(host, method, overr
     ("method.max_perspectives=0", "max_perspectives=0: must be at least 1"),
     ("method.lambda_mpc=-0.5", "lambda_mpc=-0.5: must not be negative"),
     ("method.bottleneck=30", "bottleneck 30 must be a positive multiple of adapter_heads 4"),
-    ("method.augment=flip", "augment='flip': not allowed; choose one of 'none', 'crop-flip'"),
+    ("method.augment=flip", "augment='flip': not allowed; choose one of 'none', 'crop-flip', 'randaugment'"),
     ("train.warmup=1.5", r"warmup=1\.5: must be at most 1"),
     ("train.betas=0.9,1.0", r"betas\[1\]=1\.0: must be less than 1"),
     ("train.epochs=true", "epochs=True: expects an integer"),
@@ -163,14 +164,20 @@ def test_several_errors_are_reported_together(host):
 
 HEAD = {"model": "ViT-B-32", "pretrained": "openai", "bottleneck": 128, "adapter_heads": 8, "augment": "crop-flip",
         "epoch_samples": "captions", "variant": "serial", "train_mpr": True, "loss": "head",
-        "learn_temperature": False, "leaky_gallery": False}
+        "learn_temperature": False, "gallery_protocol": "compliant", "mpr_without_regions": "global"}
 PRESET_VALUES = {
     "mps-clip-head": (HEAD, {"lr": 4e-5, "epochs": 35, "batch_size": 128}),
     "mps-clip-pre-restore": ({**HEAD, "pretrained": "laion2b_s34b_b79k", "variant": "parallel", "train_mpr": False,
-                              "loss": "pre_restore", "learn_temperature": True},
+                              "loss": "pre_restore", "learn_temperature": True, "mpr_without_regions": "zero"},
                              {"lr": 4e-4, "epochs": 35, "batch_size": 128}),
-    "mps-clip-as-published": ({"model": "rsitr-tiny", "pretrained": "synthetic-rs", "bottleneck": 32,
-                               "leaky_gallery": True}, {"lr": 3e-4, "epochs": 5}),
+    # The published training recipe (HEAD, §5) with the published, leaky test protocol (§6.3).
+    "mps-clip-as-published": ({**HEAD, "augment": "randaugment", "perspectives": "samgeo", "crop_mode": "masked",
+                               "max_perspectives": None, "gallery_protocol": "as-published"},
+                              {"lr": 4e-5, "epochs": 35, "batch_size": 128}),
+    # The old meaning of mps-clip-as-published: the embedded defaults with the leaky protocol.
+    "mps-clip-leaky-protocol": ({"model": "rsitr-tiny", "pretrained": "synthetic-rs", "bottleneck": 32,
+                                 "max_perspectives": 3, "augment": "none", "epoch_samples": "images",
+                                 "gallery_protocol": "as-published"}, {"lr": 3e-4, "epochs": 5}),
 }
 
 
@@ -181,6 +188,22 @@ def test_preset_defaults_are_the_published_values(host, method):
     assert {k: getattr(config.method_options, k) for k in options} == options
     assert {k: getattr(config.train, k) for k in train} == train
     assert type(config.method_options) is type(resolve_config({"method": "mps-clip"}, host).method_options)
+
+
+@pytest.mark.parametrize("method", MPS_CLIP_PRESETS)
+@pytest.mark.parametrize("protocol", ["compliant", "as-published"])
+def test_the_gallery_protocol_composes_with_every_preset(host, method, protocol):
+    config = _resolve_with(host, method, f"method.gallery_protocol={protocol}")
+    spec = host.get("methods", method).spec
+    assert config.method_options.gallery_protocol == protocol
+    assert spec.reads_gallery_captions(config.method_options) is (protocol == "as-published")
+    # Everything else stays the preset's.
+    plain = resolve_config({"method": method}, host).method_options
+    assert {**vars(plain), "gallery_protocol": protocol} == vars(config.method_options)
+
+
+def test_max_perspectives_null_means_uncapped(host):
+    assert _resolve_with(host, "mps-clip", "method.max_perspectives=null").method_options.max_perspectives is None
 
 
 def test_user_values_override_a_preset_and_the_saved_config_rebuilds_it(host):

@@ -47,8 +47,10 @@ def test_mps_clip_is_leak_free_and_reports_parameters(capsys):
 
 
 @pytest.mark.slow
-def test_mps_clip_as_published_is_stamped_non_compliant(capsys):
-    assert main(["run", "--method", "mps-clip-as-published", *TINY, "--set", "method.max_perspectives=2"]) == 0
+@pytest.mark.parametrize("method", [["mps-clip-leaky-protocol"],
+                                    ["mps-clip", "--set", "method.gallery_protocol=as-published"]])
+def test_the_published_gallery_protocol_is_stamped_non_compliant(capsys, method):
+    assert main(["run", "--method", *method, *TINY, "--set", "method.max_perspectives=2"]) == 0
     out = capsys.readouterr().out
     assert "leakage_audit: fail (as published)" in out and "NON-COMPLIANT" in out
     (row,) = home_registry().list()
@@ -65,6 +67,23 @@ def test_mps_clip_as_published_is_stamped_non_compliant(capsys):
 def test_nonsensical_mps_clip_configs_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config({"method": {"name": "mps-clip", **override}}, build_plugin_host())
+
+
+@pytest.mark.slow
+def test_uncapped_perspectives_reach_the_guidance_service(capsys):
+    assert main(["run", "--method", "mps-clip", *TINY, "--set", "method.max_perspectives=null"]) == 0
+    seed = _result(capsys)["per_seed"]["0"]
+    assert seed["fit"]["guidance_train"]["config"]["max_per_image"] is None
+
+
+@pytest.mark.slow
+def test_uncapped_perspectives_are_checked_against_the_step_once_known(capsys, monkeypatch):
+    from rsitr_bench.methods.mps_clip import method
+
+    # Any image with two sub-images makes a 16-sample step exceed 16.
+    monkeypatch.setattr(method, "MAX_SUBIMAGES_PER_STEP", 16)
+    assert main(["run", "--method", "mps-clip", *TINY, "--set", "method.max_perspectives=null"]) == 2
+    assert "uncapped max_perspectives: up to" in capsys.readouterr().err
 
 
 @pytest.mark.slow

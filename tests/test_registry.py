@@ -10,7 +10,7 @@ import pytest
 
 from rsitr_bench.errors import UserError
 from rsitr_bench.harness.atomic import write_json_atomic
-from rsitr_bench.harness.registry import Registry
+from rsitr_bench.harness.registry import RUNS, Registry
 
 
 def test_create_finish_and_list(tmp_path):
@@ -32,7 +32,7 @@ def test_dead_running_run_shows_as_interrupted(tmp_path):
     run_id = reg.new_run_id("m", "d")
     reg.create(run_id, "m", "d", "test", "abc", [0])
     with reg._connect() as db:
-        db.execute("UPDATE runs SET pid=? WHERE id=?", (2**22 + 12345, run_id))
+        db.execute(RUNS.update().where(RUNS.c.id == run_id).values(pid=2**22 + 12345))
     assert reg.get(run_id).effective_status == "interrupted"
     reg.mark_running(run_id)
     assert reg.get(run_id).pid == os.getpid()

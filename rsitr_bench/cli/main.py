@@ -52,6 +52,10 @@ def _common(top: bool = False) -> argparse.ArgumentParser:
                         help="do not load the plugin NAME (repeatable); see `rsitr-bench list plugins`")
     common.add_argument("--registry", type=Path, default=None if top else argparse.SUPPRESS,
                         help="run registry directory (default: $RSITR_BENCH_HOME/runs)")
+    common.add_argument("--registry-index", metavar="URL", default=None if top else argparse.SUPPRESS,
+                        help="database URL of the registry's index, shared by several machines, e.g. "
+                             "postgresql+psycopg://user:pw@host/db (default: $RSITR_BENCH_REGISTRY_URL, else "
+                             "index.sqlite in the registry directory)")
     return common
 
 
@@ -109,7 +113,7 @@ def _registry(args: argparse.Namespace, create: bool = True) -> Registry:
     """The run registry; commands that only inspect it pass ``create=False`` and never make one."""
     from rsitr_bench.harness.registry import Registry
 
-    return Registry(args.registry or registry_dir(), create=create)
+    return Registry(args.registry or registry_dir(), create=create, index_url=args.registry_index)
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
@@ -172,7 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from rsitr_bench.cli.runs import run_runs_command
 
-    return run_runs_command(args, args.registry or registry_dir())
+    return run_runs_command(args, args.registry or registry_dir(), args.registry_index)
 
 
 def cmd_data(args: argparse.Namespace) -> int:

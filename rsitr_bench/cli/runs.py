@@ -1,8 +1,9 @@
-"""``rsitr-bench runs``: list, show, compare and remove the runs of the registry.
+"""``rsitr-bench runs``: list, show, compare, remove and import the runs of the registry.
 
 The main CLI adds the commands with :func:`add_runs_commands` and runs them with :func:`run_runs_command`,
-passing the registry directory. Every command only reads the registry or deletes from it, so none of them
-creates one: ``runs ls`` on a directory without a registry says there are no runs, the others refuse.
+passing the registry directory and index URL. Every command but ``import`` only reads the registry or deletes
+from it, so none of them creates one: ``runs ls`` on a directory without a registry says there are no runs, the
+others refuse. ``import`` merges registries kept apart (one per machine) into this one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.errors import UserError
-from rsitr_bench.harness.registry import NoRegistryError, Registry
+from rsitr_bench.harness.registry import INDEX_NAME, NoRegistryError, Registry, sqlite_index
 
 # The states `runs rm` selects by a flag of the same name; a `running` run is never removed.
 _REMOVABLE_STATES = ("failed", "interrupted")
@@ -47,12 +48,21 @@ def add_runs_commands(subparsers: argparse._SubParsersAction,
     rm.add_argument("--failed", action="store_true", help="remove every failed run")
     rm.add_argument("--interrupted", action="store_true",
                     help="remove every interrupted run (its process is gone; `run --resume` could continue it)")
+    imp = runs_sub.add_parser(
+        "import", parents=parents, help="merge other registry directories into this registry",
+        description="Copy the runs of each DIR (a registry directory with its index.sqlite) into this registry: "
+        "index rows and run directories. Importing again changes nothing; a run id recorded here with different "
+        "content is refused and named.")
+    imp.add_argument("sources", nargs="+", metavar="DIR", type=Path, help="registry directory to import")
 
 
-def run_runs_command(args: argparse.Namespace, root: Path) -> int:
-    """Run ``runs ls|show|compare|rm`` on the registry at ``root``; return the exit code."""
+def run_runs_command(args: argparse.Namespace, root: Path, index_url: str | None = None) -> int:
+    """Run ``runs ls|show|compare|rm|import`` on the registry at ``root`` (index: ``index_url`` if given);
+    return the exit code."""
+    if args.runs_command == "import":
+        return _import(args, root, index_url)
     try:
-        registry = Registry(root, create=False)
+        registry = Registry(root, create=False, index_url=index_url)
     except NoRegistryError:
         if args.runs_command != "ls":
             raise
@@ -82,11 +92,13 @@ def _ls(args: argparse.Namespace, registry: Registry) -> int:
 def _show(args: argparse.Namespace, registry: Registry) -> int:
     row = registry.get(args.run_id)
     path = registry.run_dir(row.id) / "metrics.json"
-    if not path.is_file():
+    result = json.loads(row.metrics) if row.metrics else {}  # the index: no run directory needed
+    if not result and path.is_file():  # a row recorded before its result reached the index
+        result = json.loads(path.read_text())
+    if not result:
         print(f"run {row.id}: status {row.effective_status}, no result yet "
               f"(continue it with `rsitr-bench run --resume {row.id}`)")
         return 0
-    result = json.loads(path.read_text())
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -142,4 +154,23 @@ def _rm(args: argparse.Namespace, registry: Registry) -> int:
         return 0
     for row in selected:
         print(f"removed {registry.remove(row.id)} ({row.effective_status})")
+    return 0
+
+
+def _import(args: argparse.Namespace, root: Path, index_url: str | None) -> int:
+    """Open every source and check it against this registry before anything is copied: a typo or a
+    conflicting run id imports nothing (and creates no registry)."""
+    sources = []
+    for path in args.sources:
+        try:
+            sources.append(Registry(path, create=False, index_url=sqlite_index(path)))
+        except NoRegistryError:
+            raise UserError(f"{path} holds no run registry (no {INDEX_NAME} there): give registry directories, "
+                            f"the ones passed as --registry when the runs were recorded.") from None
+    registry = Registry(root, index_url=index_url)
+    for source in sources:
+        registry.check_importable(source)
+    for source in sources:
+        added, present = registry.import_from(source)
+        print(f"{source.root}: imported {len(added)} run(s), {len(present)} already here")
     return 0

@@ -123,7 +123,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
             "--max-retry", str(args.max_retry), "--storage", args.storage]
     options = {"--dataset": args.dataset, "--data-root": args.data_root, "--config": args.config,
                "--study": args.study, "--search-space": args.search_space, "--timeout": args.timeout,
-               "--device": args.device, "--registry": args.registry}
+               "--device": args.device, "--registry": args.registry, "--registry-index": args.registry_index}
     for flag, value in options.items():
         if value is not None:
             argv += [flag, str(value)]

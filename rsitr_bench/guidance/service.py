@@ -110,7 +110,7 @@ class GuidanceService:
 
     def perspectives(self, split: Split, *, keywords: str, generator: str, backbone: Callable[[], Backbone],
                      keyword_options: dict | None = None, generator_options: dict | None = None,
-                     max_per_image: int = 4, indices: Sequence[int] | None = None,
+                     max_per_image: int | None = 4, indices: Sequence[int] | None = None,
                      with_masks: bool = True) -> GuidanceResult:
         """Keywords and perspectives for every image of ``split`` (or the image ``indices`` given).
 
@@ -118,11 +118,12 @@ class GuidanceService:
             keywords, generator: registered keyword provider and perspective generator names.
             backbone: builds the method's backbone; called at most once, and only if a plugin needs it.
             keyword_options, generator_options: plugin options, validated against the plugin's declaration.
-            max_per_image: keywords (and so perspectives) kept per image, in the provider's order.
+            max_per_image: keywords (and so perspectives) kept per image, in the provider's order;
+                ``None`` keeps them all.
             with_masks: keep the perspectives' masks in the result; ``False`` drops them (crop-mode methods
                 need boxes only; the masks stay cached).
         """
-        if max_per_image < 1:
+        if max_per_image is not None and max_per_image < 1:
             raise ValueError(f"max_per_image must be >= 1, got {max_per_image}")
         split_role, role = self.role_of(split)
         env = self._env(backbone)
@@ -219,7 +220,7 @@ class GuidanceService:
         return self._plugins[key], options, spec
 
     def _perspectives_of(self, item: ItemContext, kws: list[str], gen: PerspectiveGenerator, gen_identity: str,
-                         cache: PerspectiveCache, counters: Counter, cap: int) -> list[Perspective]:
+                         cache: PerspectiveCache, counters: Counter, cap: int | None) -> list[Perspective]:
         image_hash = image_digest(item.image_path)
         with Image.open(item.image_path) as img:
             size = img.size

@@ -1,6 +1,7 @@
 """Where rsitr-bench keeps its files.
 
-``RSITR_BENCH_HOME`` (default ``~/.rsitr-bench``) holds the run registry; ``RSITR_BENCH_CACHE`` (default
+``RSITR_BENCH_HOME`` (default ``~/.rsitr-bench``) holds the run registry (``RSITR_BENCH_REGISTRY_URL`` moves its
+index into a shared database); ``RSITR_BENCH_CACHE`` (default
 ``~/.cache/rsitr-bench``) holds content-addressed artefacts that can always be recomputed: generated
 datasets, features, keywords and perspectives.
 """
@@ -17,6 +18,12 @@ def home_dir() -> Path:
 
 def registry_dir() -> Path:
     return home_dir() / "runs"
+
+
+def registry_index_url() -> str | None:
+    """``RSITR_BENCH_REGISTRY_URL``: a database URL (``postgresql://...``) for the registry's index, shared by
+    every machine that records runs; unset, the index is ``index.sqlite`` in the registry directory."""
+    return os.environ.get("RSITR_BENCH_REGISTRY_URL") or None
 
 
 def cache_dir() -> Path:

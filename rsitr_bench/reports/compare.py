@@ -69,6 +69,16 @@ def per_query_result(record: RunRecord) -> RetrievalResult | None:
     )
 
 
+def missing_hits_reason(*records: RunRecord) -> str:
+    """Why a paired test has no per-query hits: a run directory this machine cannot see (the index was shared
+    or imported without it), or a run that never saved them."""
+    unreachable = [r.id for r in records if not r.dir_reachable]
+    if unreachable:
+        return (f"paired test skipped: the run directory of {', '.join(unreachable)} (per-query ranks) is not "
+                f"reachable from this machine")
+    return "no per-query hits saved for a paired test"
+
+
 def ties_with_best(best: RunRecord, others: list[RunRecord], alpha: float = 0.05, n_boot: int = 1000,
                    seed: int = 0) -> dict[str, TieVerdict]:
     """Paired test (mR) of every run in ``others`` against ``best``, by run id."""
@@ -77,7 +87,7 @@ def ties_with_best(best: RunRecord, others: list[RunRecord], alpha: float = 0.05
     for other in others:
         candidate = per_query_result(other) if reference is not None else None
         if reference is None or candidate is None:
-            verdicts[other.id] = TieVerdict(None, None, None, "no per-query hits saved for a paired test")
+            verdicts[other.id] = TieVerdict(None, None, None, missing_hits_reason(best, other))
             continue
         if candidate.n_queries != reference.n_queries:
             verdicts[other.id] = TieVerdict(None, None, None, "different numbers of queries")
@@ -148,7 +158,7 @@ def compare_runs(a: RunRecord, b: RunRecord, n_boot: int = 1000, seed: int = 0) 
     tests: dict[str, dict[str, Any]] = {}
     reason = ""
     if res_a is None or res_b is None:
-        reason = "no per-query hits saved for a paired test"
+        reason = missing_hits_reason(a, b)
     elif res_a.n_queries != res_b.n_queries:
         reason = "different numbers of queries"
     else:

@@ -20,7 +20,7 @@ from rsitr_bench.harness.splits import load_splits
 from rsitr_bench.reports import plots
 from rsitr_bench.reports.leaderboard import Comparison, Table, build_tables, compare_published
 from rsitr_bench.reports.published import PublishedDataset, load_published
-from rsitr_bench.reports.runs import finished_test_runs, sweep_trials
+from rsitr_bench.reports.runs import dataset_runs
 from rsitr_bench.reports.studies import StudySummary, summarise_study
 
 
@@ -85,13 +85,17 @@ def _scene_labels(table: Table, host: PluginHost) -> tuple[Any, str]:
 
 def _section(dataset: str, registry: Registry, host: PluginHost, published: PublishedDataset | None,
              alpha: float, n_boot: int, with_plots: bool) -> DatasetSection | None:
-    records = finished_test_runs(registry, dataset)
-    trials = sweep_trials(registry, dataset)
+    records, trials = dataset_runs(registry, dataset)
     if not records and not trials:
         return None
     section = DatasetSection(dataset, build_tables(records, alpha, n_boot), published)
     if not records:
         section.notes.append("No finished test run of this dataset yet: only sweep trials (validation).")
+    unreachable = [r.id for r in records if not r.dir_reachable]
+    if unreachable:
+        shown = ", ".join(unreachable[:5]) + (f" and {len(unreachable) - 5} more" if len(unreachable) > 5 else "")
+        section.notes.append(f"The run directories of {shown} are not reachable from this machine: their results "
+                             f"come from the registry index, and their paired tests are skipped.")
     if len(section.tables) > 1:
         section.notes.append(f"Runs of {dataset} were measured on {len(section.tables)} different test "
                              f"splits (fingerprint, protocol or ties differ), so they are shown in separate "
@@ -135,7 +139,7 @@ def build_report(registry: Registry, host: PluginHost, datasets: Sequence[str] |
                  n_boot: int = 1000, with_plots: bool = True) -> Report:
     """Build the report of the given datasets (default: every dataset with finished runs in the registry)."""
     table = load_published(published_path) if with_published else None
-    names = list(datasets) if datasets else sorted({r.dataset for r in registry.list()})
+    names = list(datasets) if datasets else registry.datasets()
     sections = []
     for name in names:
         pub = table.datasets.get(name) if table else None

@@ -7,8 +7,9 @@ split. Sweep trials (validation-only runs) feed the optimisation plots, never th
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ _NEUTRAL_PREFIXES = ("run.", "data.root", "train.tensorboard")
 
 @dataclass
 class RunRecord:
-    """One finished run with what reports need from its directory."""
+    """One finished run with what reports need, from the registry index (per-query ranks: its directory)."""
 
     id: str
     method: str
@@ -80,6 +81,11 @@ class RunRecord:
         """Equal digests are repeats of one configuration."""
         return json.dumps(self.measured_config, sort_keys=True, default=str)
 
+    @property
+    def dir_reachable(self) -> bool:
+        """False when the run was recorded on another machine whose run directory this one cannot see."""
+        return self.run_dir.is_dir()
+
     def seed_arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-seed arrays of ``seeds/<seed>/ranks.npz`` (ranks, and hits where the runner saved them)."""
         out = {}
@@ -104,31 +110,71 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _load(registry: Registry, row: RunRow) -> RunRecord | None:
+    """The run as the index records it; the run directory only for rows written before the index held the
+    configuration (or a result whose row lost it), so a report on another machine needs no run directory."""
     run_dir = registry.run_dir(row.id)
     try:
-        result = json.loads((run_dir / "metrics.json").read_text()) if row.status == "finished" else \
-            json.loads(row.metrics or "{}")
+        result = json.loads(row.metrics) if row.metrics else {}
+        if not result and row.status == "finished":
+            result = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = json.loads(row.config) if row.config else \
+            yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, ValueError, yaml.YAMLError):
         config = {}
     return RunRecord(id=row.id, method=row.method, dataset=row.dataset, created=row.created,
                      status=row.effective_status, result=result, config=config, tags=row.tag_dict,
                      run_dir=run_dir)
 
 
-def finished_test_runs(registry: Registry, dataset: str | None = None) -> list[RunRecord]:
-    """Finished runs scored on the test split, oldest first (sweep trials and unfinished runs left out)."""
+def _is_trial(row: RunRow) -> bool:
+    tags = row.tag_dict
+    return "study" in tags and "trial" in tags
+
+
+def _test_runs(rows: list[RunRow], load: Callable[[RunRow], RunRecord | None]) -> list[RunRecord]:
     records = []
-    for row in registry.list(dataset=dataset):
+    for row in rows:
         if row.status != "finished":
             continue
-        record = _load(registry, row)
+        record = load(row)
         if record is not None and record.result.get("summary") and record.role == "test":
             records.append(record)
     return records
+
+
+def _trials(rows: list[RunRow], load: Callable[[RunRow], RunRecord | None]) -> dict[str, list[RunRecord]]:
+    studies: dict[str, list[RunRecord]] = {}
+    for row in rows:
+        if not _is_trial(row):
+            continue
+        record = load(row)
+        if record is not None:
+            studies.setdefault(str(record.tags["study"]), []).append(record)
+    for trials in studies.values():
+        trials.sort(key=lambda r: (int(r.tags["trial"]), r.created))
+    return studies
+
+
+def finished_test_runs(registry: Registry, dataset: str | None = None) -> list[RunRecord]:
+    """Finished runs scored on the test split, oldest first (sweep trials and unfinished runs left out)."""
+    return _test_runs(registry.list(dataset=dataset), partial(_load, registry))
+
+
+def dataset_runs(registry: Registry, dataset: str) -> tuple[list[RunRecord], dict[str, list[RunRecord]]]:
+    """:func:`finished_test_runs` and :func:`sweep_trials` of one dataset from one read of the index, each row
+    decoded once: a report over a team's index reads tens of thousands of rows."""
+    rows = registry.list(dataset=dataset)
+    loaded: dict[str, RunRecord | None] = {}
+
+    def load(row: RunRow) -> RunRecord | None:
+        if row.id not in loaded:
+            loaded[row.id] = _load(registry, row)
+        return loaded[row.id]
+
+    return _test_runs(rows, load), _trials(rows, load)
 
 
 def finished_test_run(registry: Registry, run_id: str) -> RunRecord:
@@ -143,8 +189,8 @@ def finished_test_run(registry: Registry, run_id: str) -> RunRecord:
                         f"`rsitr-bench runs ls` shows each run's status.")
     record = _load(registry, row)
     if record is None or not record.result.get("summary"):
-        raise UserError(f"Run {row.id} is marked finished but its metrics.json in {registry.run_dir(row.id)} is "
-                        f"missing or unreadable.")
+        raise UserError(f"Run {row.id} is marked finished but its result is neither in the index nor in a "
+                        f"readable metrics.json in {registry.run_dir(row.id)}.")
     if record.role != "test":
         raise UserError(f"Run {row.id} was scored on the validation split (a sweep trial), not on the test "
                         f"split; compare runs recorded by `rsitr-bench run` or `rsitr-bench eval`.")
@@ -153,14 +199,4 @@ def finished_test_run(registry: Registry, run_id: str) -> RunRecord:
 
 def sweep_trials(registry: Registry, dataset: str) -> dict[str, list[RunRecord]]:
     """Sweep trial runs by study name, in trial order, in every state (pruned and failed ones too)."""
-    studies: dict[str, list[RunRecord]] = {}
-    for row in registry.list(dataset=dataset):
-        tags = row.tag_dict
-        if "study" not in tags or "trial" not in tags:
-            continue
-        record = _load(registry, row)
-        if record is not None:
-            studies.setdefault(str(tags["study"]), []).append(record)
-    for trials in studies.values():
-        trials.sort(key=lambda r: (int(r.tags["trial"]), r.created))
-    return studies
+    return _trials(registry.list(dataset=dataset), partial(_load, registry))

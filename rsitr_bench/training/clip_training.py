@@ -23,7 +23,7 @@ from rsitr_bench.data.images import load_rgb
 from rsitr_bench.data.model import Split
 from rsitr_bench.training.engine import BatchSize, LoaderPlan
 
-Augmentation = Literal["none", "crop-flip"]
+Augmentation = Literal["none", "crop-flip", "randaugment"]
 EpochSamples = Literal["captions", "images"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 EPOCH_SAMPLES: tuple[str, ...] = get_args(EpochSamples)
@@ -34,7 +34,7 @@ class ClipTrainingOptions(BackboneOptions):
     """Options shared by the trainable CLIP methods, besides the backbone.
 
     Attributes:
-        augment: ``none`` or ``crop-flip`` (see :func:`train_transform`).
+        augment: ``none``, ``crop-flip`` or ``randaugment`` (see :func:`train_transform`).
         epoch_samples: ``images`` (each image once per epoch, with a random caption) or ``captions`` (every
             caption once, the reference's epoch).
         encode_batch_size: batch size when scoring a split.
@@ -60,18 +60,23 @@ class ImageBank:
 
 
 def train_transform(preprocess: Any, augment: str) -> Any:
-    """The backbone's eval transform, optionally preceded by a random resized crop and a flip.
+    """The backbone's eval transform, optionally preceded by random augmentation of the PIL image.
 
     ``crop-flip`` is the geometric part of the reference recipe (RandomResizedCrop scale 0.5–1, horizontal
-    flip; docs/mps-clip.md §5). It is off by default for synthetic-rs, whose captions state left and right.
+    flip; docs/mps-clip.md §5); ``randaugment`` adds torchvision's RandAugment with 2 ops at magnitude 7,
+    filling with grey 128 as the reference does (its op set and magnitude scale differ, §5). Both are off by
+    default for synthetic-rs, whose captions state left and right.
     """
     if augment == "none":
         return preprocess
-    if augment == "crop-flip":
-        size = _image_size(preprocess)
-        return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                          T.RandomHorizontalFlip(), preprocess])
-    raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
+    size = _image_size(preprocess)
+    steps = [T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+             T.RandomHorizontalFlip()]
+    if augment == "randaugment":
+        steps.append(T.RandAugment(num_ops=2, magnitude=7, fill=[128, 128, 128]))
+    return T.Compose([*steps, preprocess])
 
 
 def _image_size(preprocess: Any) -> int:

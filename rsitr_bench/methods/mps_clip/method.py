@@ -11,7 +11,8 @@ Where keywords come from is the difference between the published protocol and a 
 harness's guidance service builds them: training images (queries) may use their own captions
 (``train_keywords``, e.g. ``rules``); val/test gallery images may not, and use ``gallery_keywords``
 (``vocabulary``, picked by image-text similarity from a vocabulary learnt on the training captions). Only
-the ``mps-clip-as-published`` preset reads gallery captions, and its results are stamped non-compliant.
+``gallery_protocol: as-published`` (any preset may set it) reads gallery captions, and its results are
+stamped non-compliant.
 
 Training keywords are per image (the union over its captions) rather than per caption as in the reference;
 each training caption then sees its image's perspectives.
@@ -84,10 +85,13 @@ class MpsClipOptions(ClipTrainingOptions):
         same_image_positives: treat other captions of the same image as positives in every term (a fix of
             the reference's inconsistent triplet negatives); False reproduces the reference.
         train_keywords, gallery_keywords, perspectives: keyword providers and perspective generator.
-        max_perspectives: sub-images per image (keywords kept per image).
+        max_perspectives: sub-images per image (keywords kept per image); ``None`` keeps all, as the
+            reference does. Uncapped, the sub-images of one step are checked against
+            ``MAX_SUBIMAGES_PER_STEP`` once the training perspectives are known.
         crop_mode: ``crop`` (box crops) or ``masked`` (whole image, black outside the mask, as published).
-        leaky_gallery: read val/test gallery captions for keywords (the published, leaky protocol). Only the
-            ``mps-clip-as-published`` preset sets it; results are stamped ``fail (as published)``.
+        gallery_protocol: ``compliant`` (gallery keywords never read a val/test caption) or ``as-published``
+            (val/test gallery keywords from the images' own captions, the reference's leaky test protocol);
+            the latter is stamped ``leakage_audit: fail (as published)`` and never ranked.
 
     ``checkpoint`` may also be a file of the reference implementation: it is then loaded whole (adapters and
     MPR included, see ``reference_checkpoint``), and the options it requires are set from it.
@@ -112,9 +116,9 @@ class MpsClipOptions(ClipTrainingOptions):
     perspectives: str = "clip-saliency"
     keyword_options: dict | None = None
     perspective_options: dict | None = None
-    max_perspectives: Positive = 3
+    max_perspectives: Positive | None = 3
     crop_mode: Literal["crop", "masked"] = "crop"
-    leaky_gallery: bool = False
+    gallery_protocol: Literal["compliant", "as-published"] = "compliant"
 
     def __post_init__(self) -> None:
         # The ranges are declared on the fields; this is the one rule that ties two of them together.
@@ -161,15 +165,20 @@ class MpsClip:
         if self.reference is not None:
             options = options_for_checkpoint(options, self.reference.info)
         self.options, self.train_config = options, train
-        per_step = options.max_perspectives * train.batch_size
-        if per_step > MAX_SUBIMAGES_PER_STEP:
-            raise ConfigError(
-                f"mps-clip: max_perspectives {options.max_perspectives} × batch_size {train.batch_size} = "
-                f"{per_step} sub-images per step, more than the {MAX_SUBIMAGES_PER_STEP} one step can encode; "
-                f"lower method.max_perspectives or train.batch_size.")
+        if options.max_perspectives is not None:
+            self._check_step(options.max_perspectives, "max_perspectives")
         self._net: MpsClipNet | None = None
         self._backbone: Backbone | None = None
         self._guide: Backbone | None = None
+
+    def _check_step(self, per_image: int, source: str) -> None:
+        """Refuse a configuration whose worst step (``per_image`` sub-images for every sample) cannot fit."""
+        per_step = per_image * self.train_config.batch_size
+        if per_step > MAX_SUBIMAGES_PER_STEP:
+            raise ConfigError(
+                f"mps-clip: {source} {per_image} × batch_size {self.train_config.batch_size} = {per_step} "
+                f"sub-images per step, more than the {MAX_SUBIMAGES_PER_STEP} one step can encode; "
+                f"set method.max_perspectives or lower train.batch_size.")
 
     # --------------------------------------------------------------------------------------- model
 
@@ -210,7 +219,8 @@ class MpsClip:
         if ctx.guidance is None:
             raise ConfigError("mps-clip needs the harness's guidance service (run it through rsitr-bench run)")
         _, role = ctx.guidance.role_of(split)
-        keywords = o.train_keywords if role == "query" or o.leaky_gallery else o.gallery_keywords
+        keywords = o.train_keywords if role == "query" or o.gallery_protocol == "as-published" \
+            else o.gallery_keywords
         result = ctx.guidance.perspectives(
             split, keywords=keywords, generator=o.perspectives, backbone=self._guidance_backbone,
             keyword_options=o.keyword_options, generator_options=o.perspective_options,
@@ -229,6 +239,8 @@ class MpsClip:
         backbone = self._backbone
         bank = ImageBank(train)
         crops, guidance = self._subimages(train, ctx, bank)
+        if o.max_perspectives is None:
+            self._check_step(max(map(len, crops), default=0), "uncapped max_perspectives: up to")
         transform = train_transform(backbone.preprocess, o.augment)
         tokens = backbone.tokenizer(ctx.texts(train))
         owners = torch.from_numpy(train.caption_image)
@@ -248,7 +260,7 @@ class MpsClip:
                                   mpc=weights.mpc if o.lambda_mpc is None else o.lambda_mpc,
                                   mpt=weights.mpt if o.lambda_mpt is None else o.lambda_mpt)
         loss = MPSCLIPLoss(weights, temperature=o.temperature, learn_temperature=o.learn_temperature,
-                           mpc_scale=float(net.clip.logit_scale.exp().clamp(max=100)),
+                           mpc_scale=float(net.clip.logit_scale.exp()),
                            same_image_positives=o.same_image_positives)
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
         summary = Engine(self.train_config, ctx).fit(
