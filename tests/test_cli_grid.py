@@ -58,6 +58,7 @@ def test_run_grid_of_models_prints_one_table_and_writes_json_and_markdown(tmp_pa
     assert md[0].startswith("| model") and len(md) == 4 and f"{embedded['summary']['mR']['mean']:.2f}" in md[2]
 
 
+@pytest.mark.slow
 def test_eval_grid_runs_every_model_on_every_dataset_of_data_dir(tmp_path, capsys):
     for name, seed in (("ucm", 0), ("sydney", 1)):
         _karpathy(tmp_path / "data" / name, 4, seed)

@@ -19,6 +19,7 @@ from tests.helpers import home_registry, make_distribution, run_cli
 SMALL = ["--set", "dataset.n_train=8", "--set", "dataset.n_val=4", "--set", "dataset.n_test=24"]
 
 
+@pytest.mark.slow
 def test_global_clip_run_records_and_reuses_cached_features(capsys):
     assert main(["run", "--method", "global-clip", "--no-progress", *SMALL]) == 0
     out = capsys.readouterr()
@@ -53,6 +54,7 @@ def test_global_clip_run_records_and_reuses_cached_features(capsys):
     assert len(home_registry().list()) == 1
 
 
+@pytest.mark.slow
 def test_several_seeds_give_mean_std_and_n(capsys):
     assert main(["run", "--method", "global-clip", "--no-progress", "--seeds", "0,1", *SMALL]) == 0
     out = capsys.readouterr().out

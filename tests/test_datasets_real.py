@@ -60,6 +60,7 @@ def test_plugin_registers_every_dataset_next_to_synthetic():
 # -- official split sizes, pinned with annotation files of exactly those sizes ---------------------------
 
 
+@pytest.mark.slow
 def test_rsicd_sizes(tmp_path):
     items = make_items({"train": 8734, "val": 1094, "test": 1093}, ext=".jpg", quirks=False)
     write_karpathy(tmp_path / "karpathy" / "dataset_rsicd.json", items)
@@ -71,6 +72,7 @@ def test_rsicd_sizes(tmp_path):
     assert sizes("rsicd", tmp_path / "precomp") == {"test": (1093, 5465), "trainval": (9828, 49140)}
 
 
+@pytest.mark.slow
 def test_rsitmd_sizes(tmp_path):
     items = make_items({"train": 3432, "val": 859, "test": 452}, quirks=False)
     write_karpathy(tmp_path / "k" / "dataset_RSITMD.json", items)
@@ -84,6 +86,7 @@ def test_rsitmd_sizes(tmp_path):
     assert all(got[s] == CATALOG["rsitmd"].sizes[s] for s in got)
 
 
+@pytest.mark.slow
 def test_ucm_sizes_and_precomp_test_is_the_official_val(tmp_path):
     items = make_items({"train": 1680, "val": 210, "test": 210}, classed=False, quirks=False)
     write_karpathy(tmp_path / "k" / "dataset.json", items)

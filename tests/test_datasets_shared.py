@@ -55,6 +55,7 @@ def test_ucm_test_caption_statistics(shared_data):
     assert stats["captions_shared_across_images"] == 210 and stats["images_sharing_a_caption"] == 192
 
 
+@pytest.mark.slow
 def test_ucm_images_decode_and_ucmerced_numbering_matches_pixels(shared_data):
     captions_images = dataset("ucm", shared_data / "ucm", allow_missing_images=True).load_split("train")
     assert captions_images.image_names == ["1.tif", "2.tif", "3.tif"]

@@ -169,6 +169,7 @@ def _val(model, split):
     return {"mR": float(sum(p.detach().double().sum() for p in model.mpr.parameters()))}
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_and_backbone_stays_frozen(tmp_path):
     # A: straight through (2 epochs × 3 steps, 2 micro-batches per step, dropout on)
     model_a, loss_a = ToyMPSCLIP(), _loss()

@@ -46,6 +46,7 @@ def _encode(tiny, split: Split, cache: FeatureCache, batch_size: int) -> tuple[n
             encode_texts(tiny, split.captions, cache, LOG, batch_size, progress=False))
 
 
+@pytest.mark.slow
 def test_batches_of_1_7_and_64_read_back_exactly_what_they_encode(tiny, split, tmp_path):
     fresh = {bs: _encode(tiny, split, FeatureCache(tmp_path / f"alone-{bs}"), bs) for bs in (1, 7, 64)}
     shared = FeatureCache(tmp_path / "shared")

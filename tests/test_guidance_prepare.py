@@ -79,6 +79,7 @@ def _common(tmp_path: Path) -> list[str]:
             "--set", "dataset.n_train=6", "--set", "dataset.n_val=2", "--set", "dataset.n_test=3"]
 
 
+@pytest.mark.slow
 def test_prepare_command_audits_the_gallery_side(guidance_host, tmp_path, capsys):
     assert run_guidance_command(_cli("prepare", *_common(tmp_path)), guidance_host) == 0
     out = capsys.readouterr().out

@@ -87,6 +87,7 @@ def test_offline_uses_the_cache_and_fails_fast_with_the_command(hf_hub, monkeypa
     assert "method.checkpoint" in msg and "models--acme--tiny" in msg
 
 
+@pytest.mark.slow
 def test_interrupted_download_resumes_with_a_range_request(hf_hub, monkeypatch):
     from huggingface_hub import constants
 
@@ -158,6 +159,7 @@ def test_unreachable_endpoint_fails_fast_with_advice(hf_hub, monkeypatch):
     assert "HF_HUB_OFFLINE" in msg and f"hf download {REPO} w.bin" in msg
 
 
+@pytest.mark.slow
 def test_url_download_resumes_and_is_cached(hf_hub, isolated_dirs):
     url = hf_hub.add_url("mirror/w.bin", PAYLOAD)
     hf_hub.cut_after("mirror/w.bin", 200_000)
@@ -230,6 +232,7 @@ def _assert_loaded(backbone, state):
         assert torch.equal(backbone.model.state_dict()[key], value), key
 
 
+@pytest.mark.slow
 def test_open_clip_hub_repo_and_hub_file_load_with_provenance(hf_hub, tiny_weights):
     path, state = tiny_weights
     config = {"model_cfg": json.loads((_CONFIG_DIR / "rsitr-tiny.json").read_text()), "preprocess_cfg": {}}

@@ -22,6 +22,7 @@ def _result(capsys) -> dict:
     return json.loads((home_registry().run_dir(row.id) / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_full_ft_selects_on_validation(capsys):
     assert main(["run", "--method", "full-ft", *TINY]) == 0
     result = _result(capsys)

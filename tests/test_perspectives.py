@@ -38,6 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @settings(max_examples=150, deadline=None)
 @given(arrays(bool, st.tuples(st.integers(1, 12), st.integers(1, 12))))
+@pytest.mark.slow
 def test_rle_round_trips_any_mask(mask):
     runs = rle_encode(mask)
     assert sum(runs) == mask.size

@@ -53,6 +53,7 @@ def _item(split, index) -> ItemContext:
                        split.image_paths[index])
 
 
+@pytest.mark.slow
 def test_samgeo_returns_sam_masks_inside_the_boxes_of_the_named_objects(corpus, backbone_fn, tmp_path):
     train = corpus["train"]
     env = _env(backbone_fn, tmp_path)
@@ -84,6 +85,7 @@ def test_nothing_found_costs_no_sam_call_and_reuses_nothing(corpus, backbone_fn,
     assert env.counters["sam_image_encoder_calls"] == 0
 
 
+@pytest.mark.slow
 def test_samgeo_with_grounding_dino_runs_one_detector_and_one_sam_call_per_image(
         make_service, corpus, backbone_fn, tiny_detector):
     options = {**TINY, "localizer": "grounding-dino", "detector": str(tiny_detector), "box_threshold": 0.0}
@@ -95,6 +97,7 @@ def test_samgeo_with_grounding_dino_runs_one_detector_and_one_sam_call_per_image
         assert all(p.mask is not None and p.mask.shape == (128, 128) for p in found)
 
 
+@pytest.mark.slow
 def test_auto_localizer_falls_back_to_clip_saliency_without_detector_weights(make_service, corpus,
                                                                              backbone_fn):
     options = {**TINY, "detector": "rsitr-bench-tests/no-such-detector"}
@@ -168,6 +171,7 @@ def test_langsam_is_refused_and_never_imported_without_groundingdino(tmp_path):
     assert "samgeo.text_sam" not in sys.modules
 
 
+@pytest.mark.slow
 def test_sam_auto_assigns_each_keyword_a_mask(make_service, corpus, backbone_fn):
     options = {**TINY, "points_per_side": 2, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
                "min_area": 0.0}

@@ -205,6 +205,7 @@ def test_variant_labels_are_short_and_the_legend_names_every_differing_key(regis
     assert raw["mps-clip #1"]["method.lambda_mpc"] == 0.7742336894342167 and raw["global-clip"] == {}
 
 
+@pytest.mark.slow
 def test_sweep_trials_feed_the_sweep_summary_not_the_leaderboard(registry, host):
     fake_run(registry, "m", 0.5)
     for trial, quality in enumerate((0.2, 0.6, 0.4)):
@@ -244,6 +245,7 @@ def _cli(argv: list[str], registry_dir: Path) -> int:
     return run_report_command(args, build_plugin_host(), Registry(registry_dir))
 
 
+@pytest.mark.slow
 def test_every_format_from_the_same_registry(tmp_path, registry, capsys):
     fake_run(registry, "a", 0.6, seeds=(0, 1, 2))
     fake_run(registry, "b", 0.3, seeds=(0, 1, 2))
@@ -278,6 +280,7 @@ def test_a_report_for_a_dataset_without_runs_says_so(registry, host):
         _report(registry, host, datasets=["rsicd"])
 
 
+@pytest.mark.slow
 def test_a_real_run_gets_recall_curves_and_per_scene_class_recall(tmp_path, host):
     from rsitr_bench.harness import runner
     from rsitr_bench.harness.config import resolve_config

@@ -37,6 +37,7 @@ document.body.setAttribute("data-layout", JSON.stringify({
 </script></body>"""
 
 
+@pytest.mark.slow
 def test_html_report_renders_in_headless_chromium_with_sortable_tables_and_plots(tmp_path):
     chromium = _chromium()
     registry = Registry(tmp_path / "runs")

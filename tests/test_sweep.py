@@ -195,6 +195,7 @@ def test_study_of_another_method_or_dataset_is_refused(tmp_path, host):
 # ------------------------------------------------------------------------------------------------ sweeps
 
 
+@pytest.mark.slow
 def test_sweep_tunes_on_val_prunes_and_exports_a_preset(tmp_path, host, registry):
     request = _request(tmp_path, final_seeds=[0, 1], export=tmp_path / "best.yaml")
     sweep = prepare_sweep(request, host, registry)
@@ -231,11 +232,13 @@ def test_sweep_tunes_on_val_prunes_and_exports_a_preset(tmp_path, host, registry
 
 
 @pytest.mark.parametrize("pruner", ["hyperband", "wilcoxon", "none"])
+@pytest.mark.slow
 def test_every_pruner_runs_a_sweep(tmp_path, host, registry, pruner):
     outcome = run_sweep(_request(tmp_path, pruner=pruner, n_trials=2), host, registry)
     assert len(outcome.trials) == 2 and outcome.best is not None and outcome.preset.is_file()
 
 
+@pytest.mark.slow
 def test_a_second_worker_joins_the_study_and_numbers_continue(tmp_path, host, registry):
     run_sweep(_request(tmp_path, n_trials=1), host, registry)
     outcome = run_sweep(_request(tmp_path, n_trials=2), host, registry)
@@ -243,6 +246,7 @@ def test_a_second_worker_joins_the_study_and_numbers_continue(tmp_path, host, re
     assert len({t.run_id for t in outcome.trials}) == 3
 
 
+@pytest.mark.slow
 def test_a_failing_trial_does_not_stop_the_sweep_and_is_retried_once(tmp_path, registry):
     class Exploding(TinyMethod):
         def fit(self, train, val, ctx):
