@@ -158,7 +158,7 @@ def test_rm_refuses_a_state_flag_with_ids_and_an_empty_request(registry, capsys)
 def test_building_the_parser_imports_no_deep_learning_library():
     """`--help` must not pay for torch (nor numpy, pydantic or tabulate): every heavy import waits for the command
     that needs it."""
-    heavy = ('torch', 'open_clip', 'torchvision', 'transformers', 'numpy', 'pydantic', 'tabulate')
+    heavy = ('torch', 'open_clip', 'torchvision', 'transformers', 'numpy', 'pydantic', 'tabulate', 'sqlalchemy')
     code = ("import sys; from rsitr_bench.cli.main import build_parser; build_parser(); "
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -13,10 +13,13 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsitr_bench.cli.tables import tabulate
 from rsitr_bench.errors import UserError
-from rsitr_bench.harness.registry import INDEX_NAME, NoRegistryError, Registry, sqlite_index
+
+if TYPE_CHECKING:
+    from rsitr_bench.harness.registry import Registry
 
 # The states `runs rm` selects by a flag of the same name; a `running` run is never removed.
 _REMOVABLE_STATES = ("failed", "interrupted")
@@ -59,6 +62,8 @@ def add_runs_commands(subparsers: argparse._SubParsersAction,
 def run_runs_command(args: argparse.Namespace, root: Path, index_url: str | None = None) -> int:
     """Run ``runs ls|show|compare|rm|import`` on the registry at ``root`` (index: ``index_url`` if given);
     return the exit code."""
+    from rsitr_bench.harness.registry import NoRegistryError, Registry  # SQLAlchemy: only when a command runs
+
     if args.runs_command == "import":
         return _import(args, root, index_url)
     try:
@@ -160,6 +165,8 @@ def _rm(args: argparse.Namespace, registry: Registry) -> int:
 def _import(args: argparse.Namespace, root: Path, index_url: str | None) -> int:
     """Open every source and check it against this registry before anything is copied: a typo or a
     conflicting run id imports nothing (and creates no registry)."""
+    from rsitr_bench.harness.registry import INDEX_NAME, NoRegistryError, Registry, sqlite_index
+
     sources = []
     for path in args.sources:
         try:
