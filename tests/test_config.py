@@ -170,7 +170,7 @@ PRESET_VALUES = {
     "mps-clip-pre-restore": ({**HEAD, "pretrained": "laion2b_s34b_b79k", "variant": "parallel", "train_mpr": False,
                               "loss": "pre_restore", "learn_temperature": True, "mpr_without_regions": "zero"},
                              {"lr": 4e-4, "epochs": 35, "batch_size": 128}),
-    # The published training recipe (HEAD, §5) with the published, leaky test protocol (§6.3).
+    # The published training recipe (HEAD, docs/mps-clip.md §5) with the published, leaky test protocol (§6.3).
     "mps-clip-as-published": ({**HEAD, "augment": "randaugment", "perspectives": "samgeo", "crop_mode": "masked",
                                "max_perspectives": None, "gallery_protocol": "as-published"},
                               {"lr": 4e-5, "epochs": 35, "batch_size": 128}),

@@ -27,7 +27,7 @@ def tensor(rows) -> torch.Tensor:
     return torch.tensor(rows, dtype=T)
 
 
-# ------------------------------------------------------------------- plain-Python references of §4
+# ------------------------------------------------------------------- plain-Python references of docs/mps-clip.md §4
 
 
 def py_soft_ce(logits: list[list[float]], ids: list[int] | None) -> float:

@@ -17,8 +17,8 @@ The contract with a method (each trainable method plugin implements it):
   ``plan.micro_batch_size`` samples from this rank's shard, deterministic given ``plan`` (seed its shuffling
   from ``plan.seed`` and ``plan.epoch``); incomplete trailing micro-batches must be dropped.
 * ``evaluate_fn(model, split) -> {metric: value}`` — ``split`` is ``"val"``; ``"test"`` only under the
-  legacy ``select_on="test"``, which stamps the summary ``selection="test (non-compliant)"`` (§6.4 of
-  docs/mps-clip.md: the reference selects epochs on test).
+  legacy ``select_on="test"``, which stamps the summary ``selection="test (non-compliant)"`` (docs/mps-clip.md
+  §6.4: the reference selects epochs on test).
 
 **Gradient accumulation keeps the global-batch loss exactly** (docs/mps-clip.md §11). A contrastive loss
 over a micro-batch is a different objective from the same loss over the full batch (fewer negatives, other
@@ -32,8 +32,9 @@ forward pass per micro-batch; with a single micro-batch the first encoding keeps
 recomputed. Under DDP, features are all-gathered once per step; gradients flow only into the local slice
 and are scaled by the world size, so DDP's averaging yields the full-batch gradient.
 
-Optimiser (§5): AdamW, betas (0.9, 0.98), eps 1e-8, weight decay 0.04 except for parameters with fewer
-than two dimensions — biases, norm weights and gate scalars (bug 13 of §9 fixed) and scalar temperatures.
+Optimiser (docs/mps-clip.md §5): AdamW, betas (0.9, 0.98), eps 1e-8, weight decay 0.04 except for parameters with fewer
+than two dimensions — biases, norm weights and gate scalars (bug 13 of docs/mps-clip.md §9 fixed) and scalar
+temperatures.
 Schedule: linear warm-up over ``int(warmup·total)`` steps to ``lr``, then linear decay, set every step.
 
 Seeding and resume: every RNG (Python, NumPy, torch) is reseeded at the start of each epoch from
@@ -218,7 +219,7 @@ def derive_seed(*parts: int) -> int:
 
 def parameter_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
     """AdamW groups: decay for matrices and kernels; none for parameters with < 2 dims (biases, norm
-    weights, gate scalars, temperatures). The reference decayed its gate scalar (§9 item 13)."""
+    weights, gate scalars, temperatures). The reference decayed its gate scalar (docs/mps-clip.md §9 item 13)."""
     decay, no_decay = [], []
     for _, p in named_params:
         (decay if p.ndim >= 2 else no_decay).append(p)
@@ -273,7 +274,8 @@ def load_trainable(model: nn.Module, path: Path) -> None:
     """Load a :func:`save_trainable` file strictly into the model's trainable parameters.
 
     The key sets must match exactly and every shape must agree; otherwise :class:`CheckpointError` names
-    the missing and unexpected keys (e.g. a checkpoint of the other G²A variant). Never partial (§9 item 3).
+    the missing and unexpected keys (e.g. a checkpoint of the other G²A variant). Never partial
+    (docs/mps-clip.md §9 item 3).
     """
     path = Path(path)
     if not path.is_file():
@@ -473,7 +475,7 @@ class Engine:
                                  "scores are not an unbiased estimate (legacy reproduction only)")
 
         state = run.state
-        model.train()  # and back to train mode after every evaluation (§9 item 18)
+        model.train()  # and back to train mode after every evaluation (docs/mps-clip.md §9 item 18)
         board = Path(self.ctx.run_dir) / TENSORBOARD_DIR if cfg.tensorboard and self.rank == 0 else None
         with EpochScalars(board) as scalars:
             for epoch in range(state["epochs_done"], cfg.epochs):

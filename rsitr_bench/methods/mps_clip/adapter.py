@@ -13,11 +13,11 @@ Two implementations circulate under the name MPS-CLIP (docs/mps-clip.md §0, §2
     GA64 side branch in the text tower. Parameters: vision 263,552 and text 248,385 per block, the block
     gate included in neither, so 24 block gates on top (6,143,268 in all for ViT-B/32).
 
-Deliberate differences from the reference code (§9):
+Deliberate differences from the reference code (docs/mps-clip.md §9):
 
 * **GA residual (bug 14).** The reference computes ``Y' = Y + DropPath(LN_b(Y + Dropout(A)))``: the
   residual enters twice. The default here (``ga_double_residual=False``) applies it once, as a
-  res-post-norm branch ``Y' = Y + DropPath(LN_b(Dropout(A)))``: §9 lists the double residual among the
+  res-post-norm branch ``Y' = Y + DropPath(LN_b(Dropout(A)))``: docs/mps-clip.md §9 lists the double residual among the
   bugs rsitr-bench must not reproduce, and only the test-protocol items 1-2 may exist as a labelled
   non-compliant preset. ``ga_double_residual=True`` exists solely to evaluate reference checkpoints
   numerically faithfully; the parameters (and state-dict keys) are the same either way.
@@ -30,7 +30,7 @@ Deliberate differences from the reference code (§9):
 Adapter weights live under ``…resblocks.<i>.g2a.*`` (serial) or ``…resblocks.<i>.mlp.g2a.*`` (parallel);
 the CLIP keys are untouched, so pretrained weights load before or after injection.
 
-All attention inside the adapters is unmasked (§2.3): in the text tower adapter tokens see later tokens
+All attention inside the adapters is unmasked (docs/mps-clip.md §2.3): in the text tower adapter tokens see later tokens
 and padding, while the frozen CLIP blocks stay causal.
 """
 
@@ -77,7 +77,7 @@ class DropPath(nn.Module):
 
 
 class GatedGlobalAttention(nn.Module):
-    """The GA block (§2.3): global self-attention with sinusoidal positions, then a depthwise-conv FFN.
+    """The GA block (docs/mps-clip.md §2.3): global self-attention with sinusoidal positions, then a depthwise-conv FFN.
 
     Works batch-first on ``[N, L, dim]``. The FFN runs over the token axis:
     ``Conv1×1(dim→2·dim, no bias) → depthwise Conv(k=5) → ReLU → Dropout → Conv1×1(2·dim→dim, no bias)``.
@@ -98,7 +98,7 @@ class GatedGlobalAttention(nn.Module):
         self.ffn_out = nn.Conv1d(hidden, dim, kernel_size=1, bias=False)
         self.ffn_drop = nn.Dropout(dropout)
         self.drop_path = DropPath(drop_path)
-        # Non-persistent and grown on demand (§9 item 14): never written into checkpoints.
+        # Non-persistent and grown on demand (docs/mps-clip.md §9 item 14): never written into checkpoints.
         self.register_buffer("pe", torch.empty(0, dim), persistent=False)
 
     def _positions(self, length: int, like: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class G2AAdapter(nn.Module):
 
 
 class SerialG2A(G2AAdapter):
-    """HEAD's adapter (§2.3) on a block's output ``X``: ``X + W_u(σ(g)·GA(W_a·MHA(GELU(W_d·X))))``."""
+    """HEAD's adapter (docs/mps-clip.md §2.3) on a block's output ``X``: ``X + W_u(σ(g)·GA(W_a·MHA(GELU(W_d·X))))``."""
 
     def __init__(self, width: int, *, bottleneck: int, heads: int, dropout: float, drop_path: float,
                  gate_init: float, ga_double_residual: bool, batch_first: bool):
@@ -154,7 +154,7 @@ class SerialG2A(G2AAdapter):
 
 
 class ParallelG2A(G2AAdapter):
-    """Pre-restore adapter (§2.4), applied to a block's MLP output ``M``: ``M + σ(g_blk)·Δ(M)``.
+    """Pre-restore adapter (docs/mps-clip.md §2.4), applied to a block's MLP output ``M``: ``M + σ(g_blk)·Δ(M)``.
 
     ``Δ = W_u(Z0 + S(A))`` with ``Z0 = GELU(W_d·M)`` and ``A = MHA(Z0)``. With ``side_branch`` (text tower)
     ``S(A) = A + W_2(β·GA64(W_1·A) + (1−β)·GELU(W_1·A))``, ``β = σ(g2)``, ``W_2`` zero-initialised;
@@ -273,7 +273,7 @@ def add_g2a_adapters(
 def mark_trainable(model: nn.Module, train_mpr: bool = True) -> int:
     """Freeze everything except G²A adapter parameters and, if ``train_mpr``, MPR parameters.
 
-    HEAD trains adapters and MPR (§2.2); the pre-restore recipe leaves the MPR frozen at its Xavier
+    HEAD trains adapters and MPR (docs/mps-clip.md §2.2); the pre-restore recipe leaves the MPR frozen at its Xavier
     initialisation (``train_mpr=False``). The whole CLIP stays frozen, ``logit_scale`` included.
     Modules are recognised by type, not by name substrings. Returns the number of trainable parameters.
     """

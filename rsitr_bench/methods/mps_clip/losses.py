@@ -14,7 +14,7 @@ Terms:
 * multi-perspective triplet ``L_MPT`` — the weighted triplet on ``max_k ⟨v_i^k, t_j⟩``;
 * the hybrid ``Σ w·L`` with the two published weightings, see :class:`LossWeights`.
 
-Bug 12 of §9: the reference treats other captions of the same image as positives in ``L_con`` but as
+Bug 12 of docs/mps-clip.md §9: the reference treats other captions of the same image as positives in ``L_con`` but as
 negatives in both triplet terms, and uses hard diagonal labels in ``L_MPC``. ``same_image_positives=True``
 (the default) makes every term agree: same-image pairs are masked out of the triplet costs and ``L_MPC``
 uses the same soft targets as ``L_con``. ``False`` reproduces the reference exactly, for legacy runs only.
@@ -41,7 +41,7 @@ def same_image(ids: torch.Tensor) -> torch.Tensor:
 def symmetric_contrastive(logits: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     """½ (row-wise + column-wise) cross-entropy of ``logits`` ``[B, B]`` against soft targets.
 
-    The target of row i is uniform over the columns j with ``ids[j] == ids[i]`` (§4.1); without ``ids``
+    The target of row i is uniform over the columns j with ``ids[j] == ids[i]`` (docs/mps-clip.md §4.1); without ``ids``
     it is the diagonal (hard ``arange`` labels). The same-image matrix is symmetric, so the column-wise
     direction uses the same targets.
     """
@@ -57,14 +57,14 @@ def symmetric_contrastive(logits: torch.Tensor, ids: torch.Tensor | None = None)
 
 def multi_positive_contrastive(image: torch.Tensor, text: torch.Tensor, ids: torch.Tensor | None = None,
                                temperature: float | torch.Tensor = 0.07) -> torch.Tensor:
-    """``L_con`` (§4.1): logits ``⟨g_i, t_j⟩ / τ``, soft same-image targets; τ is clamped to ≥ 1e-3."""
+    """``L_con`` (docs/mps-clip.md §4.1): logits ``⟨g_i, t_j⟩ / τ``, soft same-image targets; τ is clamped to ≥ 1e-3."""
     tau = torch.as_tensor(temperature, dtype=image.dtype, device=image.device).clamp(min=1e-3)
     return symmetric_contrastive(image @ text.t() / tau, ids)
 
 
 def weighted_triplet(sim: torch.Tensor, margin: float = 0.2, gamma: float = 2.0,
                      ids: torch.Tensor | None = None, mask_same_image: bool = False) -> torch.Tensor:
-    """Weighted triplet (§4.2) on a similarity matrix ``sim[i, j]`` (row: image i, column: text j).
+    """Weighted triplet (docs/mps-clip.md §4.2) on a similarity matrix ``sim[i, j]`` (row: image i, column: text j).
 
     Costs ``c^t_ij = [m + S_ij − S_ii]_+`` (anchor image i, negative text j) and ``c^v_ij = [m + S_ij −
     S_jj]_+`` (anchor text j, negative image i), diagonal zeroed, re-weighted to ``(1 − e^{−c})^γ · c``
@@ -89,7 +89,8 @@ def weighted_triplet(sim: torch.Tensor, margin: float = 0.2, gamma: float = 2.0,
 
 def perspective_similarity(perspectives: torch.Tensor, text: torch.Tensor,
                            reduce: Reduce = "max") -> torch.Tensor:
-    """``S^mv_ij = max_k ⟨v_i^k, t_j⟩`` (or the mean over heads): ``[B, K, D] × [B, D] → [B, B]`` (§4.3)."""
+    """``S^mv_ij = max_k ⟨v_i^k, t_j⟩`` (or the mean over heads): ``[B, K, D] × [B, D] → [B, B]``
+    (docs/mps-clip.md §4.3)."""
     per_head = torch.einsum("ikd,jd->ijk", perspectives, text)
     if reduce == "max":
         return per_head.amax(dim=-1)
@@ -100,7 +101,7 @@ def perspective_similarity(perspectives: torch.Tensor, text: torch.Tensor,
 
 def multi_perspective_contrastive(perspectives: torch.Tensor, text: torch.Tensor, scale: float,
                                   ids: torch.Tensor | None = None, reduce: Reduce = "max") -> torch.Tensor:
-    """``L_MPC`` (§4.3): symmetric cross-entropy on ``scale · S^mv``; ``scale`` is CLIP's frozen
+    """``L_MPC`` (docs/mps-clip.md §4.3): symmetric cross-entropy on ``scale · S^mv``; ``scale`` is CLIP's frozen
     ``exp(logit_scale)``. Hard diagonal labels without ``ids`` (reference), soft same-image targets with."""
     return symmetric_contrastive(scale * perspective_similarity(perspectives, text, reduce), ids)
 
@@ -108,7 +109,7 @@ def multi_perspective_contrastive(perspectives: torch.Tensor, text: torch.Tensor
 def multi_perspective_triplet(perspectives: torch.Tensor, text: torch.Tensor, margin: float = 0.2,
                               gamma: float = 2.0, ids: torch.Tensor | None = None,
                               mask_same_image: bool = False, reduce: Reduce = "max") -> torch.Tensor:
-    """``L_MPT`` (§4.4): :func:`weighted_triplet` on the perspective similarity ``S^mv``."""
+    """``L_MPT`` (docs/mps-clip.md §4.4): :func:`weighted_triplet` on the perspective similarity ``S^mv``."""
     sim = perspective_similarity(perspectives, text, reduce)
     return weighted_triplet(sim, margin, gamma, ids, mask_same_image)
 
@@ -120,7 +121,7 @@ class LossWeights:
     Published combinations (:meth:`published`):
 
     * ``head`` (HEAD, §4.5): ``L_con + 0.2·L_MPC + L_tri + 0.2·L_MPT``;
-    * ``pre_restore`` (§4.6): uncertainty weighting whose scalars s were frozen at 0, which is exactly
+    * ``pre_restore`` (docs/mps-clip.md §4.6): uncertainty weighting whose scalars s were frozen at 0, which is exactly
       ``½ (L_con + L_MPC + L_tri + L_MPT)``.
     """
 
@@ -154,7 +155,7 @@ class MPSCLIPLoss(nn.Module):
     ``{"loss": total, "con": …, "tri": …, "mpc": …, "mpt": …}``. A term whose weight is 0 is not computed.
     Every sample always has a perspective vector (r falls back to g, see ``packing``), so the MPR runs on
     every batch; the reference instead skipped the multi-perspective terms for a batch without any
-    sub-image, which also broke DDP (§9 item 9).
+    sub-image, which also broke DDP (docs/mps-clip.md §9 item 9).
     """
 
     def __init__(self, weights: LossWeights | str = "head", *, temperature: float = 0.07,

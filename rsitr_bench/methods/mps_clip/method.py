@@ -5,7 +5,7 @@ caption, the global image g, the caption t and the image's keyword-guided sub-im
 through the same encoder; their normalised mean r feeds the K-head MPR; the hybrid loss combines the base
 contrastive and triplet terms with the multi-perspective ones. Model selection is on validation mR.
 
-Scoring (§6.2): the gallery embedding fuses g with the sub-image mean, ``normalize(0.5·(g + r))``.
+Scoring (docs/mps-clip.md §6.2): the gallery embedding fuses g with the sub-image mean, ``normalize(0.5·(g + r))``.
 
 Where keywords come from is the difference between the published protocol and a deployable one. The
 harness's guidance service builds them: training images (queries) may use their own captions

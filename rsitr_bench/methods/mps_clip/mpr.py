@@ -2,7 +2,8 @@
 
 K independent projection heads map the fused perspective embedding ``r`` (the normalised mean of the
 sub-image embeddings, or ``g`` when an image has none) to K unit vectors ``v_1..v_K``. The losses take a
-maximum over the heads (§4, MPC and MPT); the MPR is used in training only, never when scoring (§6.2).
+maximum over the heads (docs/mps-clip.md §4, MPC and MPT); the MPR is used in training only, never when
+scoring (docs/mps-clip.md §6.2).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 class MPR(nn.Module):
     """K projection heads, each ``Linear → GELU → Linear`` (``mlp=True``) or a single ``Linear``.
 
-    Weights are Xavier-uniform and biases zero (§3). At dim 512 and K = 4 with ``mlp=True`` it holds
+    Weights are Xavier-uniform and biases zero (docs/mps-clip.md §3). At dim 512 and K = 4 with ``mlp=True`` it holds
     4 × 525,312 = 2,101,248 parameters.
     """
 

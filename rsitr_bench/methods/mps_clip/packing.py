@@ -6,7 +6,7 @@ concatenated (:class:`PackedPerspectives`) with the index of the owning image, t
 real sub-images go through the encoder in *one* call, and the per-image mean is a segment sum
 (``index_add_``) divided by the counts. No padded slot is ever encoded.
 
-Per image (§1.3, §6.2): sub-image embeddings are L2-normalised, averaged, and normalised again to give
+Per image (docs/mps-clip.md §1.3, §6.2): sub-image embeddings are L2-normalised, averaged, and normalised again to give
 ``r``. In training an image without sub-images uses ``r := g`` (:func:`regions_or_global`); when scoring
 the gallery embedding is ``normalize(0.5·(g + r))``, or ``g`` without sub-images (:func:`fuse_for_scoring`).
 
@@ -104,8 +104,8 @@ def encode_packed(encode_image: Encoder, images: torch.Tensor, packed: PackedPer
 
 def encode_padded(encode_image: Encoder, images: torch.Tensor, pixels: torch.Tensor, mask: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reference computation (§1.3): encode all ``B·max_n`` slots, padded ones included, then a masked
-    mean with the denominator clamped to ≥ 1. For tests and benchmarks only; same outputs as
+    """The reference computation (docs/mps-clip.md §1.3): encode all ``B·max_n`` slots, padded ones included,
+    then a masked mean with the denominator clamped to ≥ 1. For tests and benchmarks only; same outputs as
     :func:`encode_packed`."""
     n, max_n = mask.shape
     feats = encode_image(torch.cat([images, pixels.reshape(n * max_n, *pixels.shape[2:]).to(images.dtype)]))
@@ -116,10 +116,11 @@ def encode_padded(encode_image: Encoder, images: torch.Tensor, pixels: torch.Ten
 
 
 def regions_or_global(g: torch.Tensor, r: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-    """Training input of the MPR: ``r`` where the image has sub-images, else ``g`` (§1.3)."""
+    """Training input of the MPR: ``r`` where the image has sub-images, else ``g`` (docs/mps-clip.md §1.3)."""
     return torch.where(has[:, None], r, g)
 
 
 def fuse_for_scoring(g: torch.Tensor, r: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-    """Gallery embedding at test time (§6.2): ``normalize(0.5·(g + r))``, or ``g`` without sub-images."""
+    """Gallery embedding at test time (docs/mps-clip.md §6.2): ``normalize(0.5·(g + r))``, or ``g`` without
+    sub-images."""
     return torch.where(has[:, None], F.normalize(0.5 * (g + r), dim=-1), g)

@@ -78,13 +78,13 @@ _CROPS = Deviation("clip-saliency box crops", "LangSAM masks on the full image, 
                    "method.perspectives=samgeo method.crop_mode=masked")
 _PROTOCOL = Deviation("compliant gallery protocol", "gallery keywords from the test captions (leaky)",
                       "method.gallery_protocol=as-published")
-#: Differences every preset keeps: deliberate fixes (§9) or parts of the pipeline we do not reproduce.
+#: Differences every preset keeps: deliberate fixes (docs/mps-clip.md §9) or parts of the pipeline we do not reproduce.
 _ALWAYS = (
     Deviation("rules keywords", "DeepSeek chat nouns (closest here: method.train_keywords=llm, a local model)"),
     Deviation("keywords per image", "nouns per caption; each caption sees its own sub-images"),
     Deviation("RandAugment op set", "its own RandAugment (rotate ±21°, shear ±0.21; ours: torchvision's)"),
     Deviation("samgeo segmentation", "LangSAM per noun, union of all masks, box threshold 0.1, text 0.24"),
-    Deviation("selection on val", "best epoch by test mR (§6.4)", "train.select_on=test"),
+    Deviation("selection on val", "best epoch by test mR (docs/mps-clip.md §6.4)", "train.select_on=test"),
     Deviation("same-image positives", "other captions negatives in the triplets (bug 12)",
               "method.same_image_positives=false"),
     Deviation("single GA residual", "GA residual added twice (bug 14)", "method.ga_double_residual=true"),

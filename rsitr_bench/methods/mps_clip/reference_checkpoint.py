@@ -16,7 +16,8 @@ it under its reference name. What happens to each tensor:
   scale when training continues. The pre-restore block gates ``….resblocks.<i>.gate1`` → ``….mlp.g2a.gate``.
 * adapter weights → the G²A modules, renamed by the tables below; ``mv_img_head`` / ``mpr_head`` → ``mpr``.
 * ``….pos_enc.pe`` (persistent 10000-row sinusoid tables) → compared with :func:`sinusoidal_positions` on
-  the rows the tower uses, then dropped: ours are computed, not stored (§9 item 14). A wrong table is refused.
+  the rows the tower uses, then dropped: ours are computed, not stored (docs/mps-clip.md §9 item 14). A wrong
+  table is refused.
 * ``temp`` → ``temperature`` (the base contrastive τ; it is trained in pre-restore, so the tensor, not the
   config's ``temp1``, is the value the reference would continue with).
 * ``s_*`` (pre-restore uncertainty scalars) → loss weights ``½·e^{-s}``: ``s_mv_contr`` / ``s_mv_trip`` give
