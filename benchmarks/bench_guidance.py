@@ -47,6 +47,8 @@ from rsitr_bench.keywords.rules import RulesOptions, build_lexicon
 from rsitr_bench.perspectives.sam_models import TINY_SAM
 from rsitr_bench.perspectives.tiny_models import build_tiny_grounding_dino
 
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
 IMAGES = int(os.environ.get("RSITR_BENCH_GUIDANCE_IMAGES", "8"))
 WORK = Path(tempfile.mkdtemp(prefix="bench-guidance-"))
 
@@ -106,14 +108,6 @@ def measure(label: str, n_images: int) -> dict[str, float]:
         "sam_encoder_calls_per_image": cold.stats["sam_image_encoder_calls"] / n_images,
         "perspectives_per_image": sum(map(len, cold.perspectives)) / n_images,
     }
-
-
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("RSITR_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(before)
 
 
 def test_heavy_calls_are_one_detector_and_one_sam_encoding_per_image(benchmark, note):

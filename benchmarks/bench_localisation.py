@@ -41,6 +41,8 @@ from rsitr_bench.guidance.service import GuidanceService
 from rsitr_bench.harness.plugins import build_plugin_host
 from rsitr_bench.perspectives.sam_models import TINY_SAM
 
+pytestmark = pytest.mark.usefixtures("torch_threads")
+
 IMAGES = int(os.environ.get("RSITR_BENCH_LOCALISATION_IMAGES", "24"))
 WORK = Path(tempfile.mkdtemp(prefix="bench-localisation-"))
 #: label -> (generator, options). sam-auto's thresholds are 0: random-weight SAM scores no mask above SAM's.
@@ -93,14 +95,6 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         lines.append(f"| {name} | {fmt(row['mean_iou'])} | {fmt(row['hit_rate'])} | {row['keywords_scored']} | "
                      f"{row['boxes_per_image']:.2f} | {fmt(row['large_box_fraction'])} |")
     return "\n".join(lines)
-
-
-@pytest.fixture(autouse=True)
-def _torch_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("RSITR_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(before)
 
 
 def test_localisation_against_ground_truth(benchmark, note):

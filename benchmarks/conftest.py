@@ -24,6 +24,20 @@ def pytest_collect_file(file_path, parent):
 
 
 @pytest.fixture
+def torch_threads():
+    """torch's CPU threads for one benchmark: ``RSITR_BENCH_THREADS`` (default 1; on a busy 2-core machine two
+    threads are far slower than one), restored afterwards."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("RSITR_BENCH_THREADS", "1")))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def record():
     """``record(size, kernel, benchmark)`` stores the median of a finished benchmark."""
 
