@@ -2,8 +2,8 @@
 
 Every trial is a registered run tagged with its study, trial number and sampled parameters, so a report can
 show a sweep's history and parameter importances from the registry alone, whatever storage the study used.
-Trials run on other machines are in those machines' registries: copy or merge the run directories to see
-them here.
+With a shared registry index (``--registry-index`` / ``RSITR_BENCH_REGISTRY_URL``, e.g. on the study's
+PostgreSQL server) every worker's trials are here; registries kept apart are merged with ``runs import``.
 """
 
 from __future__ import annotations
