@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Regenerate the committed example leaderboard in reports/ for the embedded default (synthetic-rs).
+# Regenerate the committed example report in reports/: the leaderboard of the embedded default (synthetic-rs)
+# and the MPS-CLIP ablation tables of synthetic-rs and synthetic-rs-fine (scripts/make_ablation_report.sh).
 #
 #   bash scripts/make_example_report.sh            # SEEDS=0,1,2 by default
 #
-# Every run goes into a fresh, temporary registry, so the report shows exactly these runs.
+# Every run goes into a fresh, temporary registry, so the report shows exactly these runs. If the ablations are
+# interrupted, `RSITR_BENCH_HOME=<the printed registry's parent> bash scripts/make_ablation_report.sh` continues
+# them (finished rows are skipped); then run the last two commands below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 SEEDS=${SEEDS:-0,1,2}
 export RSITR_BENCH_HOME=${RSITR_BENCH_HOME:-$(mktemp -d)}
+echo "registry: $RSITR_BENCH_HOME/runs"
 for method in global-clip full-ft mps-clip mps-clip-leaky-protocol; do
     rsitr-bench run --method "$method" --seeds "$SEEDS" --no-progress
 done
+SEEDS=$SEEDS bash scripts/make_ablation_report.sh
 rm -rf reports/out
-rsitr-bench report --dataset synthetic-rs --format all --out reports/out
+rsitr-bench report --format all --out reports/out
 echo "registry: $RSITR_BENCH_HOME/runs; report: reports/out"

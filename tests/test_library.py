@@ -6,6 +6,7 @@ import doctest
 import json
 
 import pytest
+import yaml
 
 import rsitr_bench
 from rsitr_bench.harness import library
@@ -38,3 +39,10 @@ def test_overrides_apply_like_set(tmp_path):
     outcome = rsitr_bench.run({"method": "global-clip", "dataset": {"n_test": 24}}, registry=tmp_path / "runs",
                               overrides={"eval.ks": [1, 5], "run.progress": False})
     assert outcome.metrics["ks"] == [1, 5]
+
+
+def test_a_method_given_by_name_takes_method_overrides(tmp_path):
+    outcome = rsitr_bench.run({"method": "global-clip", "dataset": {"n_test": 24}}, registry=tmp_path / "runs",
+                              overrides={"method.batch_size": 8, "run.progress": False})
+    saved = yaml.safe_load((outcome.run_dir / "config.yaml").read_text())
+    assert saved["method"]["name"] == "global-clip" and saved["method"]["batch_size"] == 8

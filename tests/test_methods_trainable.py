@@ -43,7 +43,7 @@ def test_mps_clip_is_leak_free_and_reports_parameters(capsys):
     params = seed["parameters"]
     assert 0 < params["trainable"] < params["total"]
     guidance = seed["fit"]["guidance_train"]
-    assert guidance["keywords"] == "rules" and guidance["config"]["perspectives"]["name"] == "clip-saliency"
+    assert guidance["keywords"] == "rules" and guidance["config"]["perspectives"]["name"] == "dense-clip"
     assert seed["guidance_stats"]["items"] > 0
 
 

@@ -121,11 +121,11 @@ def test_value_tokens_equal_the_last_block_with_self_only_attention(tiny_backbon
         x = block.ln_1(inputs[0])
         attended = block.ls_1(block.attn(x, x, x, need_weights=False, attn_mask=self_only)[0])
         expected = torch.nn.functional.normalize(visual.ln_post(attended[:, 1:]) @ visual.proj, dim=-1)
-    got = patch_embeddings(tiny_backbone, pixels, "value")
+    got = patch_embeddings(tiny_backbone, pixels, "value")[0]
     grid = visual.grid_size
     assert got.shape == (*grid, 64)
     assert torch.allclose(got.reshape(-1, 64), expected[0], atol=1e-5)
-    final = patch_embeddings(tiny_backbone, pixels, "final")
+    final = patch_embeddings(tiny_backbone, pixels, "final")[0]
     assert torch.allclose(final.norm(dim=-1), torch.ones(grid))
 
 

@@ -212,9 +212,9 @@ def test_losing_the_race_keeps_the_winner_and_cleans_up(monkeypatch, tmp_path):
     real_write = synthetic._write_corpus
     calls = []
 
-    def write_then_lose(partial: Path, options: SyntheticOptions) -> None:
+    def write_then_lose(partial: Path, options: SyntheticOptions, recipe: synthetic.Recipe) -> None:
         calls.append(partial)
-        real_write(partial, options)
+        real_write(partial, options, recipe)
         if len(calls) == 1:
             generate(target, options)  # the rival finishes first
 

@@ -81,8 +81,8 @@ def _guidance_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keyword provider of training items (default: rules)")
     parser.add_argument("--gallery-keywords", default="vocabulary",
                         help="keyword provider of val/test gallery items (default: vocabulary, leak-free)")
-    parser.add_argument("--perspectives", default="clip-saliency",
-                        help="perspective generator (default: clip-saliency)")
+    parser.add_argument("--perspectives", default="dense-clip",
+                        help="perspective generator (default: dense-clip, mps-clip's default)")
     parser.add_argument("--max-per-image", type=int, default=4, help="keywords and perspectives per image")
     parser.add_argument("--model", default="rsitr-tiny",
                         help="the method's open_clip backbone (default: rsitr-tiny)")

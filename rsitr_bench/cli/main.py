@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", parents=[common], help="list registered plugins")
     lister.add_argument("what", nargs="?", default="all", metavar="WHAT", help=LIST_HELP)
 
+    from rsitr_bench.cli.ablate import add_ablate_command
     from rsitr_bench.cli.data import add_data_commands
     from rsitr_bench.cli.eval import add_eval_commands
     from rsitr_bench.cli.guidance import add_guidance_commands
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub, parents=[common])
     add_guidance_commands(sub, parents=[common])
     add_sweep_report_commands(sub, parents=[common])
+    add_ablate_command(sub, parents=[common])
     return parser
 
 
@@ -221,6 +223,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return run_leaderboard_command(args, _host(args), _registry(args), tree)
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from rsitr_bench.cli.ablate import run_ablate_command
+
+    return run_ablate_command(args, _host(args), _registry(args))
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rsitr_bench.cli.sweep_report import run_report_command
 
@@ -229,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "runs": cmd_runs, "data": cmd_data, "prepare": cmd_guidance,
             "show-perspectives": cmd_guidance, "eval-perspectives": cmd_guidance, "sweep": cmd_sweep,
-            "report": cmd_report, "eval": cmd_eval, "leaderboard": cmd_leaderboard}
+            "report": cmd_report, "eval": cmd_eval, "leaderboard": cmd_leaderboard, "ablate": cmd_ablate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

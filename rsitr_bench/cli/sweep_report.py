@@ -78,6 +78,7 @@ def add_sweep_report_commands(subparsers: Any, parents: Sequence[argparse.Argume
         help="significance level of the paired test against the best run (default 0.05)")
     add("--n-boot", type=int, default=1000, help="permutations of the paired test (default 1000)")
     add("--no-plots", action="store_true", help="skip the figures")
+    add("--ablation", metavar="STUDY", help="only the table of this ablation study (`rsitr-bench ablate`)")
 
 
 # ----------------------------------------------------------------------------------------------------- sweep
@@ -212,7 +213,7 @@ def run_report_command(args: argparse.Namespace, host: PluginHost, registry: Reg
         raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}.")
     with_plots = not args.no_plots and (args.out is not None or formats == ["html"])
     report = build_report(registry, host, args.dataset, args.published, not args.no_published, args.alpha,
-                          args.n_boot, with_plots)
+                          args.n_boot, with_plots, ablation=args.ablation)
     if args.out is None:
         sys.stdout.write(RENDERERS[formats[0]](report))
         return 0

@@ -31,6 +31,7 @@ from rsitr_bench.clip.encode import embed_batches, model_device
 from rsitr_bench.data.images import load_rgb
 from rsitr_bench.data.model import Split
 from rsitr_bench.harness.store import SPACED, ContentStore, digest, file_sha256
+from rsitr_bench.metrics.device import full_float32
 
 
 class FeatureCache:
@@ -118,3 +119,18 @@ def encode_texts(backbone: Backbone, texts: Sequence[str], cache: FeatureCache, 
     cache.put(key, feats)
     log.info("Encoded %d texts of %s and cached them (key %s)", len(texts), label, key[:12])
     return feats
+
+
+def similarity(images: np.ndarray, texts: np.ndarray, device: torch.device | str) -> np.ndarray | torch.Tensor:
+    """The similarity matrix ``images @ texts.T`` of cached (L2-normalised) features, computed where it is scored.
+
+    On a GPU the features go to the device (they are small: 100,000 x 512 float32 is 200 MB), the product runs
+    there in full float32 (never TF32, which would round scores to 10 bits and manufacture ties) and the matrix
+    stays there: ``retrieval_metrics`` counts ranks on the device and only the counters come back
+    (rsitr_bench/metrics/device.py). Elsewhere it is NumPy's product, bit for bit what runs recorded so far.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return images @ texts.T
+    with full_float32():
+        return torch.from_numpy(images).to(device) @ torch.from_numpy(texts).to(device).T

@@ -16,14 +16,28 @@ def load_rgb(path: Path, record: str = "") -> Image.Image:
         path: the image file.
         record: what refers to the image (e.g. "rsitmd test record 12"), for the error message.
     """
-    where = f" (referenced by {record})" if record else ""
     try:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
     except FileNotFoundError:
-        raise DataError(f"Image file {path} does not exist{where}. Check --data-root and the dataset's "
-                        f"image folder (`rsitr-bench data verify` lists every missing file).") from None
+        raise missing_image(path, record) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"Image file {path} could not be decoded{where}: {exc}. Replace the file with a valid "
-                        f"JPEG, PNG or TIFF, or check that its extension matches its content.") from None
+        raise unreadable_image(path, record, exc) from None
+
+
+def missing_image(path: Path, record: str = "") -> DataError:
+    """The error for an image file that does not exist (also raised by the decoded-image cache, which reads
+    the file's bytes before it decodes anything)."""
+    return DataError(f"Image file {path} does not exist{_referenced_by(record)}. Check --data-root and the "
+                     f"dataset's image folder (`rsitr-bench data verify` lists every missing file).")
+
+
+def unreadable_image(path: Path, record: str, exc: BaseException) -> DataError:
+    """The error for an image file that exists but cannot be read or decoded."""
+    return DataError(f"Image file {path} could not be decoded{_referenced_by(record)}: {exc}. Replace the file "
+                     f"with a valid JPEG, PNG or TIFF, or check that its extension matches its content.")
+
+
+def _referenced_by(record: str) -> str:
+    return f" (referenced by {record})" if record else ""

@@ -14,5 +14,6 @@ from rsitr_bench.hookspecs import hookimpl
 def rsitr_register_datasets() -> list[DatasetSpec]:
     from rsitr_bench.datasets.real import SPECS as real
     from rsitr_bench.datasets.synthetic import SPEC as synthetic
+    from rsitr_bench.datasets.synthetic_fine import SPEC as synthetic_fine
 
-    return [synthetic, *real]
+    return [synthetic, synthetic_fine, *real]

@@ -104,8 +104,8 @@ def _gap(a: Box, b: Box) -> int:
 class _Writer:
     """Turns one scene into candidate captions, grouped by the kind of fact they state."""
 
-    def __init__(self, scene: Scene, rng: np.random.Generator):
-        self.rng, self.size = rng, scene.image.shape[0]
+    def __init__(self, scene: Scene, rng: np.random.Generator, exact_counts: bool = False):
+        self.rng, self.size, self.exact_counts = rng, scene.image.shape[0], exact_counts
         self.coast = scene.coast
         self.setting = _SETTINGS["coast" if scene.coast else scene.background]
         self.groups = _group(scene.objects)
@@ -116,8 +116,11 @@ class _Writer:
         return options[self.rng.integers(len(options))]
 
     def noun_phrase(self, m: _Mention) -> str:
-        """``three red buildings``, ``a white plane``, ``several trees``: exact counts, sometimes vague."""
-        exact = self.rng.random() < 0.7
+        """``three red buildings``, ``a white plane``, ``several trees``: exact counts, sometimes vague.
+
+        With ``exact_counts`` a count is always a number (no generator draw is spent deciding).
+        """
+        exact = self.exact_counts or self.rng.random() < 0.7
         head = " ".join(([m.color] if m.color else []) + [m.label if m.count == 1 else m.label + "s"])
         if m.count == 1:
             return f"{self.pick([_article(head), 'one']) if exact else _article(head)} {head}"
@@ -260,21 +263,28 @@ def _group(objects: list[SceneObject]) -> list[_Mention]:
 _CAPS = {"scene": 1}
 
 
-def write_captions(scene: Scene, rng: np.random.Generator, n: int = 5) -> list[str]:
-    """``n`` distinct captions, taken in turn from randomly ordered families so that their facts vary."""
-    writer = _Writer(scene, rng)
+def write_captions(scene: Scene, rng: np.random.Generator, n: int = 5, *, exact_counts: bool = False,
+                   background_captions: bool = True) -> list[str]:
+    """``n`` distinct captions, taken in turn from randomly ordered families so that their facts vary.
+
+    ``exact_counts`` never replaces a count by "some" or "several"; ``background_captions=False`` never
+    writes a caption that names the background alone. Both serve corpora whose captions must state the
+    objects' counts (``synthetic-rs-fine``); the defaults are ``synthetic-rs``'s.
+    """
+    writer = _Writer(scene, rng, exact_counts)
     families: dict[str, Callable[[], list[str]]] = {
         "inventory": writer.inventory, "positions": writer.positions, "relations": writer.relations,
         "linear": writer.linear, "colors": writer.colors, "water": writer.water, "scene": writer.scene,
     }
     pools = {name: list(dict.fromkeys(make())) for name, make in families.items()}
+    caps = _CAPS if background_captions else {**_CAPS, "scene": 0}
     chosen: list[str] = []
     taken = dict.fromkeys(pools, 0)
     while len(chosen) < n:
         progress = False
         for name in [list(pools)[i] for i in rng.permutation(len(pools))]:
             pool = [c for c in pools[name] if c not in chosen]
-            if pool and taken[name] < _CAPS.get(name, n) and len(chosen) < n:
+            if pool and taken[name] < caps.get(name, n) and len(chosen) < n:
                 chosen.append(pool[rng.integers(len(pool))])
                 taken[name] += 1
                 progress = True

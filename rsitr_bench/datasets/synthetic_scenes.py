@@ -8,10 +8,14 @@ scaled to the requested size; objects are kept at least ~7 design pixels wide so
 Each object's box is the bounding box of the pixels that were actually painted for it (never a planned
 footprint), so boxes are tight and can be checked against the image. Boxes are ``[x0, y0, x1, y1]`` with
 ``x1``/``y1`` exclusive: the object covers pixel columns ``x0 <= x < x1``.
+
+``synthetic-rs-fine`` (:mod:`rsitr_bench.datasets.synthetic_fine_scenes`) draws its scenes with the same
+:func:`render_background`, :class:`Canvas` and sprites, the sprites far smaller.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -70,7 +74,7 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class _Sprite:
+class Sprite:
     """An object ready to be placed: half-extents of its footprint (shadow, wake included) and a painter."""
 
     half_w: float
@@ -86,7 +90,7 @@ class _Kind:
     backgrounds: dict[str, float]
     on_water: bool
     counts: tuple[int, int]
-    sprite: Callable[[np.random.Generator, float, RGB], _Sprite]
+    sprite: Callable[[np.random.Generator, float, RGB], Sprite]
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -128,7 +132,7 @@ def _polygon(xs, ys, cx: float, cy: float, angle: float, points: list[tuple[floa
     return (cross >= 0).all(axis=0) | (cross <= 0).all(axis=0)
 
 
-def _jitter(rng: np.random.Generator, rgb: RGB) -> RGB:
+def jitter(rng: np.random.Generator, rgb: RGB) -> RGB:
     """Vary brightness more than hue, so a white tank never turns pink."""
     brightness = rng.integers(-_BRIGHTNESS_JITTER, _BRIGHTNESS_JITTER + 1)
     d = brightness + rng.integers(-_HUE_JITTER, _HUE_JITTER + 1, size=3)
@@ -228,7 +232,7 @@ _TEXTURES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 # ----------------------------------------------------------------------------------------------- sprites
 
 
-def _building(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _building(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     w, h = rng.uniform(10, 22, 2) * s
     off = 2 * s
     ridge_along_x = w >= h
@@ -241,22 +245,22 @@ def _building(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
                 (_rect(xs, ys, cx, cy, w - 2 * s, h - 2 * s), rgb, True),
                 (ridge, _scale(rgb, 0.86), True)]
 
-    return _Sprite(w / 2 + off, h / 2 + off, paint)
+    return Sprite(w / 2 + off, h / 2 + off, paint)
 
 
-def _tree(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _tree(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     r = rng.uniform(3.5, 6.0) * s
-    crown = _jitter(rng, (40.0, 92.0, 38.0))
+    crown = jitter(rng, (40.0, 92.0, 38.0))
 
     def paint(xs, ys, cx, cy):
         return [(_ellipse(xs, ys, cx + 1.5 * s, cy + 1.5 * s, r, r), _SHADOW, False),
                 (_ellipse(xs, ys, cx, cy, r, r), crown, True),
                 (_ellipse(xs, ys, cx - r / 3, cy - r / 3, r / 2, r / 2), _scale(crown, 1.3), True)]
 
-    return _Sprite(r + 1.5 * s, r + 1.5 * s, paint)
+    return Sprite(r + 1.5 * s, r + 1.5 * s, paint)
 
 
-def _plane(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _plane(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     length = rng.uniform(20, 30) * s
     span = length * rng.uniform(0.85, 1.0)
     heading = rng.integers(8) * math.pi / 4
@@ -276,10 +280,10 @@ def _plane(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
         return [(shapes(xs, ys, cx + off, cy + off), _SHADOW, False), (shapes(xs, ys, cx, cy), rgb, True)]
 
     half = max(L, span) / 2 + off + 1
-    return _Sprite(half, half, paint)
+    return Sprite(half, half, paint)
 
 
-def _ship(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _ship(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     length = rng.uniform(16, 28) * s
     beam = length * rng.uniform(0.24, 0.32)
     heading = rng.uniform(0, 2 * math.pi)
@@ -300,10 +304,10 @@ def _ship(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
                           heading), deck, True)]
         return layers
 
-    return _Sprite(reach, reach, paint)
+    return Sprite(reach, reach, paint)
 
 
-def _storage_tank(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _storage_tank(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     r = rng.uniform(4.5, 8.5) * s
     off = 1.5 * s
 
@@ -313,10 +317,10 @@ def _storage_tank(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
                 (_ellipse(xs, ys, cx, cy, r - s, r - s), rgb, True),
                 (_ellipse(xs, ys, cx, cy, 0.3 * r, 0.3 * r), _scale(rgb, 0.85), True)]
 
-    return _Sprite(r + off, r + off, paint)
+    return Sprite(r + off, r + off, paint)
 
 
-def _court(length: float, width: float, rgb: RGB, vertical: bool, basketball: bool, s: float) -> _Sprite:
+def _court(length: float, width: float, rgb: RGB, vertical: bool, basketball: bool, s: float) -> Sprite:
     """A sports court: coloured surface, white outline, centre line (and centre circle for basketball)."""
     angle = math.pi / 2 if vertical else 0.0
 
@@ -334,18 +338,18 @@ def _court(length: float, width: float, rgb: RGB, vertical: bool, basketball: bo
         return layers
 
     half_l, half_w = (length + 3 * s) / 2 + 1, (width + 3 * s) / 2 + 1
-    return _Sprite(half_w, half_l, paint) if vertical else _Sprite(half_l, half_w, paint)
+    return Sprite(half_w, half_l, paint) if vertical else Sprite(half_l, half_w, paint)
 
 
-def _tennis_court(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _tennis_court(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     return _court(rng.uniform(18, 23) * s, rng.uniform(9, 12) * s, rgb, rng.random() < 0.5, False, s)
 
 
-def _basketball_court(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _basketball_court(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     return _court(rng.uniform(21, 26) * s, rng.uniform(12, 15) * s, rgb, rng.random() < 0.5, True, s)
 
 
-def _parking_lot(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _parking_lot(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     w, h = rng.uniform(20, 32) * s, rng.uniform(14, 22) * s
     slot = 3.6 * s
     n_slots = int(w // slot) + 1
@@ -363,17 +367,17 @@ def _parking_lot(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
         colors = _CAR_COLORS[np.maximum(car, 0)]
         return [(lot, _ASPHALT, True), (stripes, PALETTE["white"], True), (has_car, colors, True)]
 
-    return _Sprite(w / 2 + 1, h / 2 + 1, paint)
+    return Sprite(w / 2 + 1, h / 2 + 1, paint)
 
 
-def _swimming_pool(rng: np.random.Generator, s: float, rgb: RGB) -> _Sprite:
+def _swimming_pool(rng: np.random.Generator, s: float, rgb: RGB) -> Sprite:
     w, h = rng.uniform(8, 14) * s, rng.uniform(6, 9) * s
 
     def paint(xs, ys, cx, cy):
         return [(_rect(xs, ys, cx, cy, w + 2.5 * s, h + 2.5 * s), (226.0, 220.0, 206.0), True),
                 (_rect(xs, ys, cx, cy, w, h), rgb, True)]
 
-    return _Sprite(w / 2 + 2 * s, h / 2 + 2 * s, paint)
+    return Sprite(w / 2 + 2 * s, h / 2 + 2 * s, paint)
 
 
 KINDS: dict[str, _Kind] = {
@@ -404,8 +408,12 @@ LABELS = (*KINDS, "bridge", "road", "river")
 # --------------------------------------------------------------------------------------------- the scene
 
 
-class _Builder:
-    """Paints one scene and keeps the masks that decide where the next object may go."""
+class Canvas:
+    """Paints one scene and keeps the masks that decide where the next object may go.
+
+    ``s`` is the scale of the background geometry (pixels per design pixel of a 128-pixel image); sprites are
+    drawn at whatever scale their caller passes.
+    """
 
     def __init__(self, rng: np.random.Generator, size: int, background: str):
         self.rng, self.size, self.s, self.background = rng, size, size / 128, background
@@ -413,6 +421,18 @@ class _Builder:
         self.water = np.zeros((size, size), bool)
         self.taken = np.zeros((size, size), bool)
         self.objects: list[SceneObject] = []
+        self.coast = False
+
+    def fork(self, rng: np.random.Generator) -> Canvas:
+        """A copy of the pixels and masks for another scene on this background, drawing from ``rng``.
+
+        The copy has no objects: what was painted so far (land cover, roads, a river) is scenery shared by
+        every fork, and only what a fork adds is annotated.
+        """
+        other = copy.copy(self)
+        other.rng, other.objects = rng, []
+        other.rgb, other.water, other.taken = self.rgb.copy(), self.water.copy(), self.taken.copy()
+        return other
 
     def paint(self, layers: list[Layer], y0: int, x0: int) -> tuple[int, int, int, int] | None:
         """Paint layers into the window at (y0, x0); return the box of the object's own pixels."""
@@ -433,33 +453,54 @@ class _Builder:
         rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
         return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
 
-    def try_place(self, sprite: _Sprite, region: tuple[float, float, float, float], on_water: bool,
+    def try_place(self, sprite: Sprite, region: tuple[float, float, float, float], on_water: bool,
                   tries: int = 30) -> tuple[int, int, int, int] | None:
         """Drop a sprite at a random free spot with its whole footprint in ``region`` on the right terrain."""
         rx0, ry0, rx1, ry1 = region
         if rx1 - rx0 < 2 * sprite.half_w or ry1 - ry0 < 2 * sprite.half_h:
             return None
-        xs, ys = _grid(self.size)
         for _ in range(tries):
             cx = self.rng.uniform(rx0 + sprite.half_w, rx1 - sprite.half_w)
             cy = self.rng.uniform(ry0 + sprite.half_h, ry1 - sprite.half_h)
-            x0, y0 = int(cx - sprite.half_w), int(cy - sprite.half_h)
-            x1, y1 = math.ceil(cx + sprite.half_w), math.ceil(cy + sprite.half_h)
+            x0, y0, x1, y1 = _footprint(sprite, cx, cy)
             terrain = self.water[y0:y1, x0:x1]
             if self.taken[y0:y1, x0:x1].any() or not (terrain.all() if on_water else not terrain.any()):
                 continue
-            box = self.paint(sprite.paint(xs[y0:y1, x0:x1], ys[y0:y1, x0:x1], cx, cy), y0, x0)
+            box = self.place_at(sprite, cx, cy)
             if box is not None:
-                m = max(1, round(self.s))
-                self.taken[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m] = True
                 return box
         return None
+
+    def place_at(self, sprite: Sprite, cx: float, cy: float) -> tuple[int, int, int, int] | None:
+        """Paint a sprite centred at (cx, cy), unchecked, and reserve its footprint plus a margin.
+
+        Returns the box of the object's own pixels, or None when none of them fell on a pixel centre.
+        """
+        xs, ys = _grid(self.size)
+        x0, y0, x1, y1 = _footprint(sprite, cx, cy)
+        box = self.paint(sprite.paint(xs[y0:y1, x0:x1], ys[y0:y1, x0:x1], cx, cy), y0, x0)
+        if box is not None:
+            m = max(1, round(self.s))
+            self.taken[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m] = True
+        return box
 
     def add(self, label: str, color: str | None, box: tuple[int, int, int, int]) -> None:
         self.objects.append(SceneObject(label, color, box))
 
+    def finish(self) -> Scene:
+        """The scene: the painted pixels plus a little sensor noise, rounded to bytes, and its objects."""
+        noise = 2.0 * self.rng.standard_normal((self.size, self.size, 1), dtype=np.float32)
+        image = np.clip(np.rint(self.rgb + noise), 0, 255).astype(np.uint8)
+        return Scene(self.background, image, self.objects, self.coast)
 
-def _add_coast(b: _Builder) -> None:
+
+def _footprint(sprite: Sprite, cx: float, cy: float) -> tuple[int, int, int, int]:
+    """The pixel window ``x0, y0, x1, y1`` a sprite centred at (cx, cy) may paint."""
+    return (int(cx - sprite.half_w), int(cy - sprite.half_h),
+            math.ceil(cx + sprite.half_w), math.ceil(cy + sprite.half_h))
+
+
+def _add_coast(b: Canvas) -> None:
     """Turn one side of a sea scene into a sandy shore, with foam on the waterline."""
     size, s, rng = b.size, b.s, b.rng
     xs, ys = _grid(size)
@@ -475,7 +516,7 @@ def _add_coast(b: _Builder) -> None:
     b.water = ~land
 
 
-def _add_river(b: _Builder) -> tuple[bool, np.ndarray, float]:
+def _add_river(b: Canvas) -> tuple[bool, np.ndarray, float]:
     """A meandering river across the scene; returns its direction, centre line and width."""
     size, s, rng = b.size, b.s, b.rng
     xs, ys = _grid(size)
@@ -501,11 +542,11 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _add_bridges(b: _Builder, horizontal: bool, centre: np.ndarray, width: float) -> None:
+def _add_bridges(b: Canvas, horizontal: bool, centre: np.ndarray, width: float) -> None:
     """One or two bridges of one colour, square across the river and reaching past both banks."""
     s, rng = b.s, b.rng
     color = BRIDGE_COLORS[rng.integers(len(BRIDGE_COLORS))]
-    rgb = _jitter(rng, PALETTE[color])
+    rgb = jitter(rng, PALETTE[color])
     xs, ys = _grid(b.size)
     used = np.zeros_like(b.taken)
     for _ in range(rng.integers(1, 3)):
@@ -531,7 +572,7 @@ def _add_bridges(b: _Builder, horizontal: bool, centre: np.ndarray, width: float
                 break
 
 
-def _add_roads(b: _Builder, count: int) -> list[tuple[float, float, float, float]]:
+def _add_roads(b: Canvas, count: int) -> list[tuple[float, float, float, float]]:
     """Straight roads (one, or two crossing); returns the strips beside them where objects may line up."""
     size, s, rng = b.size, b.s, b.rng
     xs, ys = _grid(size)
@@ -585,7 +626,7 @@ def _cell_region(size: int, cell: int) -> tuple[float, float, float, float]:
             min(float(size), (col + 1.5) * third), min(float(size), (row + 1.5) * third))
 
 
-def _place_groups(b: _Builder, strips: list[tuple[float, float, float, float]]) -> None:
+def _place_groups(b: Canvas, strips: list[tuple[float, float, float, float]]) -> None:
     """Place each planned group in its own grown 3x3 cell, or in a strip beside a road.
 
     Members that find no room are dropped, so counts in captions come from what was placed. The first group
@@ -600,7 +641,7 @@ def _place_groups(b: _Builder, strips: list[tuple[float, float, float, float]]) 
         whole = (0.0, 0.0, float(b.size), float(b.size))
         placed = 0
         for _ in range(count):
-            rgb = _jitter(rng, PALETTE[color]) if color else (0.0, 0.0, 0.0)  # colourless kinds ignore it
+            rgb = jitter(rng, PALETTE[color]) if color else (0.0, 0.0, 0.0)  # colourless kinds ignore it
             box = b.try_place(kind.sprite(rng, b.s, rgb), region, kind.on_water)
             if box is None and placed == 0 and i == 0:
                 box = b.try_place(kind.sprite(rng, b.s, rgb), whole, kind.on_water, tries=200)
@@ -619,26 +660,34 @@ _FEATURE_ODDS: dict[str, list[float]] = {
 }
 
 
-def render_scene(rng: np.random.Generator, size: int = 128) -> Scene:
-    """Draw one scene from ``rng``: background, linear features (coast, river, roads), then object groups."""
+def render_background(rng: np.random.Generator, size: int = 128, *, bridges: bool = True
+                      ) -> tuple[Canvas, list[tuple[float, float, float, float]]]:
+    """Draw a scene's land cover and linear features (coast, river and its bridges, roads) from ``rng``.
+
+    Returns the canvas and the strips beside the roads where objects may line up. ``bridges=False`` leaves
+    rivers unbridged (a bridge is a large coloured object, which a scene of small objects must not have).
+    """
     background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
-    b = _Builder(rng, size, background)
-    coast = False
+    b = Canvas(rng, size, background)
     strips: list[tuple[float, float, float, float]] = []
     if background == "sea":
         b.water[:] = True
-        coast = rng.random() < 0.6
-        if coast:
+        b.coast = bool(rng.random() < 0.6)
+        if b.coast:
             _add_coast(b)
     else:
         feature = rng.choice(["none", "road", "crossroads", "river"], p=_FEATURE_ODDS[background])
         if feature == "river":
             horizontal, centre, width = _add_river(b)
-            if rng.random() < 0.6:
+            if bridges and rng.random() < 0.6:
                 _add_bridges(b, horizontal, centre, width)
         elif feature != "none":
             strips = _add_roads(b, 2 if feature == "crossroads" else 1)
+    return b, strips
+
+
+def render_scene(rng: np.random.Generator, size: int = 128) -> Scene:
+    """Draw one scene from ``rng``: background, linear features (coast, river, roads), then object groups."""
+    b, strips = render_background(rng, size)
     _place_groups(b, strips)
-    noise = 2.0 * rng.standard_normal((size, size, 1), dtype=np.float32)
-    image = np.clip(np.rint(b.rgb + noise), 0, 255).astype(np.uint8)
-    return Scene(background, image, b.objects, coast)
+    return b.finish()

@@ -53,7 +53,7 @@ class PreparePlan:
     keywords, which never read their captions.
     """
 
-    generator: str = "clip-saliency"
+    generator: str = "dense-clip"  # mps-clip's default, so `prepare` fills what its runs read
     query_keywords: str = "rules"
     gallery_keywords: str = "vocabulary"
     generator_options: dict = field(default_factory=dict)

@@ -67,10 +67,10 @@ def evaluate(method: str, dataset: str | None = None, data_root: str | Path | No
 
 def _execute(tree: dict[str, Any], registry: str | Path | None, overrides: Mapping[str, Any] | None,
              fit: bool) -> RunOutcome:
+    if isinstance(tree.get("method"), str):  # before the overrides, which may set method.* keys
+        tree["method"] = {"name": tree["method"]}
     for key, value in (overrides or {}).items():
         apply_override(tree, key.split("."), value)
-    if isinstance(tree.get("method"), str):
-        tree["method"] = {"name": tree["method"]}
     host = build_plugin_host()
     return execute(resolve_config(tree, host), host, Registry(Path(registry) if registry else registry_dir()),
                    fit=fit)

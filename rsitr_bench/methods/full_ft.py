@@ -20,14 +20,16 @@ from rsitr_bench.clip.backbones import Backbone, weights_provenance
 from rsitr_bench.data.model import Split
 from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
 from rsitr_bench.training.clip_training import (
-    CaptionBatches,
+    CaptionSamples,
     ClipTrainingOptions,
-    ImageBank,
+    ImageViews,
+    OnDevice,
     encode_images_with,
     encode_texts_with,
-    train_transform,
 )
 from rsitr_bench.training.engine import BatchSize, Engine, Epochs, LearningRate, TrainConfig, TrainSummary
+from rsitr_bench.training.image_cache import ImageBank, ImageCache
+from rsitr_bench.training.loader import TrainLoader, loader_settings
 
 
 @dataclass
@@ -60,18 +62,6 @@ class ClipPairs(nn.Module):
         return {"image": image, "text": text, "ids": batch["ids"]}
 
 
-def pair_batches(train: Split, bank: ImageBank, transform: Any, tokens: torch.Tensor, per_epoch: str):
-    """A loader factory over every training caption: pixels of its image, its tokens, its image id."""
-    owners = torch.from_numpy(train.caption_image)
-
-    def build(idx: np.ndarray) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([transform(bank[int(train.caption_image[i])]) for i in idx])
-        index = torch.from_numpy(idx)
-        return {"pixels": pixels, "tokens": tokens[index], "ids": owners[index]}
-
-    return lambda plan: CaptionBatches(train.caption_image, plan, build, per_epoch)
-
-
 def fit_summary(summary: TrainSummary, **extra: Any) -> FitSummary:
     """The engine's summary as the run's result stamps it (``extra``: more details of the method's own)."""
     record = summary.to_dict()
@@ -94,13 +84,17 @@ class FullFineTune:
         if train is None:
             raise ValueError("full-ft needs a training split")
         backbone = self.backbone(ctx.device)
-        tokens = backbone.tokenizer(ctx.texts(train))
-        transform = train_transform(backbone.preprocess, self.options.augment)
-        loss = MPSCLIPLoss(LossWeights(con=1.0, tri=0.0, mpc=0.0, mpt=0.0), temperature=self.options.temperature,
-                           learn_temperature=self.options.learn_temperature)
+        o = self.options
+        views = ImageViews(backbone.preprocess, o.augment, o.augment_on)
+        build = CaptionSamples(ImageBank(train, ImageCache(ctx.cache_dir)), views,
+                               backbone.tokenizer(ctx.texts(train)))
+        loss = MPSCLIPLoss(LossWeights(con=1.0, tri=0.0, mpc=0.0, mpt=0.0), temperature=o.temperature,
+                           learn_temperature=o.learn_temperature)
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
-        batches = pair_batches(train, ImageBank(train), transform, tokens, self.options.epoch_samples)
-        summary = Engine(self.train_config, ctx).fit(ClipPairs(backbone.model), batches, loss, evaluate)
+        engine = Engine(self.train_config, ctx)
+        with TrainLoader(train.caption_image, build, per_epoch=o.epoch_samples, prepare=OnDevice(views, engine.device),
+                         **loader_settings(self.train_config, engine.device)) as batches:
+            summary = engine.fit(ClipPairs(backbone.model), batches, loss, evaluate)
         return fit_summary(summary)
 
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
@@ -111,7 +105,8 @@ class FullFineTune:
         device = next(model.parameters()).device
         bs = self.options.encode_batch_size
         try:
-            images = encode_images_with(model.encode_image, ImageBank(split), backbone.preprocess, device, bs)
+            images = encode_images_with(model.encode_image, ImageBank(split, ImageCache(ctx.cache_dir)),
+                                        ImageViews(backbone.preprocess), device, bs, self.train_config.num_workers)
             texts = encode_texts_with(model.encode_text, backbone.tokenizer(ctx.texts(split)), device, bs)
         finally:
             model.train(was_training)

@@ -19,6 +19,9 @@ ranks for the whole matrix (O(n_images * n_captions), no argsort, no top-k):
 
 Ranks are 1-based (PIR's 0-based ``rank < k`` is our ``rank <= k``). A query is *tied* when e > 0: only then
 do the policies disagree (ties among positives change nothing).
+
+A similarity matrix that is a torch tensor on a GPU is counted there (:mod:`.device`): the counts are sums of
+comparisons, exact on any device, so the result is the one the NumPy kernel gives for the same values.
 """
 
 from __future__ import annotations
@@ -239,6 +242,12 @@ def build_result(
     )
 
 
+def _on_gpu(x: Any) -> bool:
+    """A torch tensor on a device other than the CPU (checked without importing torch)."""
+    device = getattr(x, "device", None)
+    return hasattr(x, "detach") and getattr(device, "type", "cpu") != "cpu"
+
+
 def retrieval_metrics(
     similarity: Any,
     caption_image: Any,
@@ -276,6 +285,15 @@ def retrieval_metrics(
     check_choice(protocol, PROTOCOLS, "protocol")
     check_choice(ties, TIE_POLICIES, "tie policy")
     ks = check_ks(ks)
+    if _on_gpu(similarity):  # count where the scores are, without copying the matrix to the host
+        from rsitr_bench.metrics.device import count_matrix
+
+        if similarity.ndim != 2 or 0 in similarity.shape:
+            as_score_matrix(similarity)  # raises the CPU path's error, naming the shape
+        owners = as_caption_image(caption_image, *similarity.shape)
+        layout = build_layout(protocol, owners, similarity.shape[0], captions)
+        rows, cols = count_matrix(similarity, layout)
+        return build_result(layout, rows, cols, ks, protocol, ties)
     scores = as_score_matrix(similarity)
     n_images, n_captions = scores.shape
     owners = as_caption_image(caption_image, n_images, n_captions)

@@ -1,5 +1,6 @@
 """Built-in perspective generators: ``samgeo`` (keyword-guided SAM), ``sam-auto`` (automatic SAM masks
-ranked by keyword), ``clip-saliency`` (patch-text similarity, no SAM), ``grid`` (keyword-free crops),
+ranked by keyword), ``clip-saliency`` (patch-text similarity, no SAM), ``dense-clip`` (the same from
+sliding windows, at the image's resolution), ``grid`` (keyword-free crops),
 ``precomputed`` (MPS-CLIP's published sub-images from disk; leaky, stamped ``fail (as published)``) and
 ``oracle-boxes`` (ground-truth boxes, an upper bound; not deployable, stamped non-compliant).
 
@@ -15,6 +16,7 @@ from rsitr_bench.hookspecs import hookimpl
 
 @hookimpl
 def rsitr_register_perspective_generators() -> list[PerspectiveGeneratorSpec]:
+    from rsitr_bench.perspectives.dense_clip import SPEC as dense_clip
     from rsitr_bench.perspectives.grid import SPEC as grid
     from rsitr_bench.perspectives.oracle import SPEC as oracle_boxes
     from rsitr_bench.perspectives.precomputed import SPEC as precomputed
@@ -22,4 +24,4 @@ def rsitr_register_perspective_generators() -> list[PerspectiveGeneratorSpec]:
     from rsitr_bench.perspectives.sam_auto import SPEC as sam_auto
     from rsitr_bench.perspectives.sam_guided import SPEC as samgeo
 
-    return [samgeo, sam_auto, clip_saliency, grid, precomputed, oracle_boxes]
+    return [samgeo, sam_auto, clip_saliency, dense_clip, grid, precomputed, oracle_boxes]

@@ -15,7 +15,6 @@ image and needs no extra model.
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import Field
+from scipy import ndimage
 
 from rsitr_bench.api import PerspectiveGeneratorSpec
 from rsitr_bench.clip.backbones import Backbone
@@ -70,30 +70,17 @@ class Region:
     score: float
 
 
-def _component(selected: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
-    """The 4-connected component of ``selected`` that contains ``seed``."""
-    rows, cols = selected.shape
-    out = np.zeros_like(selected)
-    queue = deque([seed])
-    out[seed] = True
-    while queue:
-        r, c = queue.popleft()
-        for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if 0 <= rr < rows and 0 <= cc < cols and selected[rr, cc] and not out[rr, cc]:
-                out[rr, cc] = True
-                queue.append((rr, cc))
-    return out
-
-
 def region_from_map(similarity: np.ndarray, size: tuple[int, int], threshold: float,
                     min_similarity: float | None = None) -> Region | None:
-    """The region of one ``[gh, gw]`` similarity map in an image of ``size = (width, height)``."""
+    """The region of one ``[gh, gw]`` similarity map in an image of ``size = (width, height)``: the cells above
+    ``threshold`` of the map's range that are 4-connected to its peak. Any grid works, the image's pixels too."""
     sim = np.asarray(similarity, dtype=np.float64)
     lo, hi = float(sim.min()), float(sim.max())
     if not np.isfinite(hi) or hi - lo < 1e-6 or (min_similarity is not None and hi < min_similarity):
         return None
     peak = np.unravel_index(int(np.argmax(sim)), sim.shape)
-    patches = _component(sim >= lo + threshold * (hi - lo), (int(peak[0]), int(peak[1])))
+    components, _ = ndimage.label(sim >= lo + threshold * (hi - lo))  # 4-connected
+    patches = components == components[peak]
     rows, cols = np.flatnonzero(patches.any(axis=1)), np.flatnonzero(patches.any(axis=0))
     width, height = size
     gh, gw = sim.shape
@@ -107,10 +94,15 @@ def region_from_map(similarity: np.ndarray, size: tuple[int, int], threshold: fl
 class ClipSaliencyGenerator:
     """One region per keyword from the backbone's patch-text similarity; also a localizer for ``samgeo``.
 
+    Subclasses (``dense-clip``) change where the similarity map comes from (:meth:`similarity_maps`) and keep
+    the rest: keyword encoding, map-to-region and the cache identity's recipe.
+
     Arguments:
         similarity: the patch-text similarity function; tests plant known maps through it.
     """
 
+    name = "clip-saliency"
+    version = VERSION
 
     def __init__(self, options: ClipSaliencyOptions, env: GuidanceEnv, similarity: Similarity | None = None):
         self.options = options
@@ -121,12 +113,16 @@ class ClipSaliencyGenerator:
     @property
     def identity(self) -> str:
         options = dataclasses.asdict(self.options)
-        return digest("clip-saliency", VERSION, options, self.env.backbone().identity)
+        return digest(self.name, self.version, options, self.env.backbone().identity)
 
     def localize(self, image: Image.Image, keywords: list[str],
                  per_keyword: int = 1) -> dict[str, list[tuple[tuple, float]]]:
         """``{keyword: [(box, score)]}``: one box per keyword (the saliency map has one peak region)."""
         return {k: [(r.box, r.score)] for k, r in self.regions(image, keywords).items()}
+
+    def similarity_maps(self, backbone: Backbone, image: Image.Image, text: torch.Tensor) -> np.ndarray:
+        """``[n_keywords, gh, gw]``: the whole image's patch grid against each keyword's text embedding."""
+        return patch_text_similarity(backbone, image, text, self.options.tokens)
 
     def regions(self, image: Image.Image, keywords: list[str]) -> dict[str, Region]:
         backbone = self.env.backbone()
@@ -137,8 +133,10 @@ class ClipSaliencyGenerator:
             if keyword not in self._text:
                 self._text[keyword] = encode_words(backbone, [keyword], self.options.template)[0]
         text = torch.stack([self._text[k] for k in keywords])
-        similarity = self.similarity or patch_text_similarity
-        maps = similarity(backbone, image, text, self.options.tokens)
+        if self.similarity is not None:
+            maps = self.similarity(backbone, image, text, self.options.tokens)
+        else:
+            maps = self.similarity_maps(backbone, image, text)
         found = {}
         for keyword, sim in zip(keywords, maps):
             region = region_from_map(sim, image.size, self.options.threshold, self.options.min_similarity)

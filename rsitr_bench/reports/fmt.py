@@ -58,3 +58,18 @@ LEGEND = ("Unit: percent; mean ± std over seeds (a single seed shows no std). A
 
 CONFIGURATIONS = ("Configurations: every configuration key whose value differs between the numbered runs of "
                   "one method (floats to 3 significant digits).")
+
+ABLATION_LEGEND = ("Ablation tables: test mR, mean ± std over seeds. Δ: the row's mR minus the full method's, in "
+                   "points; in bold when the paired sign-flip test over the test queries (each query's hits "
+                   "averaged over the seeds, both runs on the same seeds) gives p < α = {alpha}. CI: the 95 % "
+                   "bootstrap interval of Δ over the queries. Untrained rows are scored without training; an "
+                   "UPPER BOUND row reads ground-truth boxes, which no deployed system has.")
+
+
+def interval(ci: tuple[float, float] | None) -> str:
+    """``[-1.20, 0.35]``, or ``—`` without one."""
+    return "—" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def p_value(p: float | None) -> str:
+    return "—" if p is None else f"{p:.3f}"

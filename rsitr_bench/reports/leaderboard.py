@@ -22,7 +22,7 @@ from typing import Any
 from rsitr_bench.reports.compare import TieVerdict, ties_with_best
 from rsitr_bench.reports.labels import legend_text, short_labels
 from rsitr_bench.reports.published import PublishedDataset, PublishedRow
-from rsitr_bench.reports.runs import RunRecord
+from rsitr_bench.reports.runs import RecordFacts, RunRecord
 
 NON_COMPLIANT = "NON-COMPLIANT"
 
@@ -32,7 +32,7 @@ def metric_keys(ks: Sequence[int]) -> list[str]:
 
 
 @dataclass
-class Row:
+class Row(RecordFacts):
     """One leaderboard line: one run (the newest of its configuration).
 
     ``label`` is short (``mps-clip #2``, see :mod:`.labels`); ``distinct`` holds the configuration keys, with
@@ -54,18 +54,6 @@ class Row:
     @property
     def stamp(self) -> str:
         return "" if self.compliant else f"{NON_COMPLIANT}: " + "; ".join(self.record.reasons or ["unknown"])
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.record.result.get("seeds") or [])
-
-    @property
-    def trainable(self) -> int | None:
-        return (self.record.result.get("parameters") or {}).get("trainable")
-
-    @property
-    def total(self) -> int | None:
-        return (self.record.result.get("parameters") or {}).get("total")
 
     @property
     def wall_time_s(self) -> float | None:

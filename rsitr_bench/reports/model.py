@@ -18,6 +18,7 @@ from rsitr_bench.harness.plugins import PluginHost
 from rsitr_bench.harness.registry import Registry
 from rsitr_bench.harness.splits import load_splits
 from rsitr_bench.reports import plots
+from rsitr_bench.reports.ablation import AblationTable, ablation_tables, is_ablation_run, study_of
 from rsitr_bench.reports.leaderboard import Comparison, Table, build_tables, compare_published
 from rsitr_bench.reports.published import PublishedDataset, load_published
 from rsitr_bench.reports.runs import dataset_runs
@@ -36,11 +37,13 @@ class DatasetSection:
     studies: list[StudySummary] = field(default_factory=list)
     plots: list[plots.Plot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ablations: list[AblationTable] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         pub = self.published
         return {
             "dataset": self.dataset, "tables": [t.to_dict() for t in self.tables],
+            "ablations": [a.to_dict() for a in self.ablations],
             "published": None if pub is None else {
                 "test_split": {"images": pub.images, "captions": pub.captions}, "note": self.published_note,
                 "rows": [c.to_dict() for c in self.comparisons]},
@@ -85,13 +88,17 @@ def _scene_labels(table: Table, host: PluginHost) -> tuple[Any, str]:
 
 def _section(dataset: str, registry: Registry, host: PluginHost, published: PublishedDataset | None,
              alpha: float, n_boot: int, with_plots: bool) -> DatasetSection | None:
-    records, trials = dataset_runs(registry, dataset)
-    if not records and not trials:
+    runs, trials = dataset_runs(registry, dataset)
+    # Ablation rows answer "what does each part add?" in their own table; as leaderboard rows they would be
+    # ten numbered variants of one method.
+    records = [r for r in runs if not is_ablation_run(r)]
+    ablations = ablation_tables(runs, alpha, n_boot)
+    if not records and not trials and not ablations:
         return None
-    section = DatasetSection(dataset, build_tables(records, alpha, n_boot), published)
-    if not records:
+    section = DatasetSection(dataset, build_tables(records, alpha, n_boot), published, ablations=ablations)
+    if not records and trials:
         section.notes.append("No finished test run of this dataset yet: only sweep trials (validation).")
-    unreachable = [r.id for r in records if not r.dir_reachable]
+    unreachable = [r.id for r in runs if not r.dir_reachable]
     if unreachable:
         shown = ", ".join(unreachable[:5]) + (f" and {len(unreachable) - 5} more" if len(unreachable) > 5 else "")
         section.notes.append(f"The run directories of {shown} are not reachable from this machine: their results "
@@ -136,8 +143,13 @@ def _add_plots(section: DatasetSection, host: PluginHost) -> None:
 
 def build_report(registry: Registry, host: PluginHost, datasets: Sequence[str] | None = None,
                  published_path: Path | None = None, with_published: bool = True, alpha: float = 0.05,
-                 n_boot: int = 1000, with_plots: bool = True) -> Report:
-    """Build the report of the given datasets (default: every dataset with finished runs in the registry)."""
+                 n_boot: int = 1000, with_plots: bool = True, ablation: str | None = None) -> Report:
+    """Build the report of the given datasets (default: every dataset with finished runs in the registry).
+
+    ``ablation``: only the table(s) of that ablation study (``rsitr-bench report --ablation STUDY``).
+    """
+    if ablation is not None:
+        return _ablation_report(registry, datasets, ablation, alpha, n_boot)
     table = load_published(published_path) if with_published else None
     names = list(datasets) if datasets else registry.datasets()
     sections = []
@@ -155,3 +167,20 @@ def build_report(registry: Registry, host: PluginHost, datasets: Sequence[str] |
         raise UserError(f"The registry at {registry.root} holds no finished runs to report. Record one with "
                         f"`rsitr-bench run --method global-clip` (or pass --registry DIR).")
     return Report(sections, alpha, dict(table.sources) if table else {})
+
+
+def _ablation_report(registry: Registry, datasets: Sequence[str] | None, study: str, alpha: float,
+                     n_boot: int) -> Report:
+    """A report of one ablation study's tables only, one section per dataset it ran on."""
+    sections, known = [], set()
+    for name in datasets or registry.datasets():
+        runs, _ = dataset_runs(registry, name)
+        known |= {study_of(r) for r in runs if is_ablation_run(r)}
+        tables = ablation_tables(runs, alpha, n_boot, study=study)
+        if tables:
+            sections.append(DatasetSection(name, [], ablations=tables))
+    if not sections:
+        raise UserError(f"No finished run of ablation study {study!r} in the registry at {registry.root}"
+                        + (f" for {', '.join(datasets)}" if datasets else "") + ". Studies with finished runs "
+                        f"there: {', '.join(sorted(known)) or 'none'}. `rsitr-bench ablate` records one.")
+    return Report(sections, alpha, {})

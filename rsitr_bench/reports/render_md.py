@@ -5,6 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from rsitr_bench.reports import fmt
+from rsitr_bench.reports.ablation import AblationTable
 from rsitr_bench.reports.leaderboard import Row, Table
 from rsitr_bench.reports.model import DatasetSection, Report
 from rsitr_bench.reports.published import FLAG
@@ -51,9 +52,37 @@ def _published(section: DatasetSection) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def ablation_table(table: AblationTable) -> str:
+    """One ablation study as a GitHub table: every row against the full method (also printed by ``ablate``)."""
+    rows = []
+    for line in table.lines:
+        reference = line is table.full
+        delta = "reference" if reference else fmt.signed(line.delta)
+        if table.significant(line):
+            delta = f"**{delta}**"
+        notes = [f"**{m}**" if m.startswith(("UPPER", "NON-")) else m for m in line.marks]
+        if line.reason:
+            notes.append(line.reason)
+        rows.append([line.group, line.label, fmt.mean_std(line.mr), delta,
+                     "" if reference else fmt.interval(line.ci), "" if reference else fmt.p_value(line.p_value),
+                     str(line.n_seeds), fmt.params(line.trainable), "; ".join(notes), f"`{line.record.id}`"])
+    headers = ["part", "row", "mR", "Δ mR", "95 % CI of Δ", "p", "seeds", "trainable params", "notes", "run"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _ablations(section: DatasetSection) -> list[str]:
+    out = []
+    for table in section.ablations:
+        out += [f"### {table.title}", "", ablation_table(table), ""]
+        out += [f"- {note}" for note in table.notes] + ([""] if table.notes else [])
+    return out
+
+
 def render(report: Report) -> str:
     """The whole report as one Markdown document (plots referenced as ``plots/<name>.png``)."""
     out = ["# rsitr-bench report", "", fmt.LEGEND.format(second="in italics", alpha=report.alpha), ""]
+    if any(section.ablations for section in report.sections):
+        out += [fmt.ABLATION_LEGEND.format(alpha=report.alpha), ""]
     for section in report.sections:
         out += [f"## {section.dataset}", ""]
         for i, table in enumerate(section.tables, 1):
@@ -66,6 +95,7 @@ def render(report: Report) -> str:
                 out += [fmt.CONFIGURATIONS, ""] + [f"- **{label}**: {text}" for label, text in table.legend] + [""]
             if table.superseded:
                 out += [f"Older repeats of a shown configuration: {', '.join(table.superseded)}.", ""]
+        out += _ablations(section)
         if section.published is not None:
             pub = section.published
             out += [f"### Published results ({pub.images} test images, {pub.captions} captions)", ""]

@@ -200,3 +200,21 @@ def finished_test_run(registry: Registry, run_id: str) -> RunRecord:
 def sweep_trials(registry: Registry, dataset: str) -> dict[str, list[RunRecord]]:
     """Sweep trial runs by study name, in trial order, in every state (pruned and failed ones too)."""
     return _trials(registry.list(dataset=dataset), partial(_load, registry))
+
+
+class RecordFacts:
+    """What every table line reads off its run's record (a line holds ``record: RunRecord``)."""
+
+    record: RunRecord
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.record.result.get("seeds") or [])
+
+    @property
+    def trainable(self) -> int | None:
+        return (self.record.result.get("parameters") or {}).get("trainable")
+
+    @property
+    def total(self) -> int | None:
+        return (self.record.result.get("parameters") or {}).get("total")

@@ -1,7 +1,8 @@
 """The shared training engine of every trainable method.
 
 One job: turn (model, data, loss, validation callback) into a trained model selected on validation, with
-the bookkeeping every method needs — device and AMP choice, exact gradient accumulation, AdamW with a
+the bookkeeping every method needs — device and AMP choice, the GPU fast path (TF32, channels-last, fused AdamW,
+optional torch.compile: rsitr_bench/training/accelerate.py), exact gradient accumulation, AdamW with a
 warm-up/decay schedule, seeding, pickle-free checkpoints with bit-identical resume, progress bars, and DDP
 under ``torchrun``.
 
@@ -15,7 +16,9 @@ The contract with a method (each trainable method plugin implements it):
   its trainable parameters (e.g. a learnable temperature) are optimised and checkpointed too.
 * ``train_loader_factory(plan: LoaderPlan) -> iterable with __len__`` of micro-batches of exactly
   ``plan.micro_batch_size`` samples from this rank's shard, deterministic given ``plan`` (seed its shuffling
-  from ``plan.seed`` and ``plan.epoch``); incomplete trailing micro-batches must be dropped.
+  from ``plan.seed`` and ``plan.epoch``); incomplete trailing micro-batches must be dropped. A loader may also
+  offer ``iter_from(n)``, an iterator from micro-batch ``n`` on that does not build the ones before it:
+  a resumed epoch then skips what it already consumed without decoding it (rsitr_bench/training/loader.py).
 * ``evaluate_fn(model, split) -> {metric: value}`` — ``split`` is ``"val"``; ``"test"`` only under the
   legacy ``select_on="test"``, which stamps the summary ``selection="test (non-compliant)"`` (docs/mps-clip.md
   §6.4: the reference selects epochs on test).
@@ -80,6 +83,8 @@ from rsitr_bench.errors import CheckpointError, ConfigError
 from rsitr_bench.harness.atomic import write_bytes_atomic, write_json_atomic
 from rsitr_bench.harness.environment import resolve_device, seed_everything
 from rsitr_bench.harness.options import validated
+from rsitr_bench.training import accelerate
+from rsitr_bench.training.profile import StageClock
 from rsitr_bench.training.tensorboard import TENSORBOARD_DIR, EpochScalars, require_tensorboard
 
 AmpSetting = Literal["auto", "off", "bf16", "fp16"]
@@ -89,7 +94,9 @@ KEEP_CHOICES: tuple[str, ...] = get_args(KeepCheckpoints)
 CHECKPOINT_DIR = "checkpoints"  # under the run context's run_dir (a seed's directory)
 NON_COMPLIANT_TEST_SELECTION = "test (non-compliant)"
 # Config fields that may change between an interrupted run and its resumption.
-_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best", "keep_checkpoints", "tensorboard")
+_RESUME_FREE_FIELDS = ("device", "resume", "checkpoint_every", "restore_best", "keep_checkpoints", "tensorboard",
+                       "num_workers", "prefetch_factor", "persistent_workers", "pin_memory",
+                       "compile", "compile_backend")
 
 
 def _at_least_one_epoch(epochs: int) -> int:
@@ -134,6 +141,19 @@ class TrainConfig:
             ``none``. Until then both are kept, so an unfinished seed resumes.
         tensorboard: write per-epoch loss, lr and validation metrics to ``<run_dir>/tensorboard/`` (needs
             the optional ``tensorboard`` package; :mod:`rsitr_bench.training.tensorboard`).
+        num_workers: DataLoader worker processes that decode and augment samples (and read images when
+            scoring) while the model trains; 0 builds them in the training process. Results do not depend
+            on it: each sample is built under a seed of its own (rsitr_bench/training/loader.py).
+        prefetch_factor: micro-batches each worker prepares ahead (with workers only).
+        persistent_workers: keep the workers, and what they loaded, from one epoch to the next.
+        pin_memory: copy micro-batches to the GPU from page-locked memory, without blocking (CUDA only).
+        The four loader fields are the engine's, not a method's, because they say how training runs, not
+        what it computes: like ``device``, they may change when a run is resumed.
+        compile: run the training forward through ``torch.compile`` (checkpoints keep the model's own
+            parameter names, so a compiled run and a plain one resume each other's checkpoints; like
+            ``device`` it may change on resume). See :mod:`rsitr_bench.training.accelerate`.
+        compile_backend: the ``torch.compile`` backend: ``inductor`` (needs a C++ compiler on the CPU,
+            Triton on CUDA), or ``aot_eager``/``eager``, which compile nothing and run anywhere.
     """
 
     lr: LearningRate = 4e-5
@@ -155,24 +175,36 @@ class TrainConfig:
     restore_best: bool = True
     keep_checkpoints: KeepCheckpoints = "best"
     tensorboard: Annotated[bool, AfterValidator(require_tensorboard)] = False
+    num_workers: Annotated[int, Field(ge=0)] = 2
+    prefetch_factor: Annotated[int, Field(ge=1)] = 2
+    persistent_workers: bool = True
+    pin_memory: bool = True
+    compile: bool = False
+    compile_backend: str = "inductor"
 
 
 @dataclass(frozen=True)
 class LoaderPlan:
-    """What ``train_loader_factory`` is asked for: one epoch of this rank's shard in micro-batches."""
+    """What ``train_loader_factory`` is asked for: one epoch of this rank's shard in micro-batches.
+    ``epochs`` is the run's number of epochs, when known (a loader that prepares the next epoch's batches
+    early stops at the last)."""
 
     epoch: int
     micro_batch_size: int
     rank: int
     world_size: int
     seed: int
+    epochs: int | None = None
 
 
 @dataclass
 class TrainSummary:
     """What ``fit`` returns. Epochs are numbered from 1; ``best_val`` holds the selecting split's metrics
     at the best epoch (validation, unless ``selection`` says otherwise). ``selection`` is the label reports
-    print, ``selected_on`` the typed split that decides compliance (see :class:`rsitr_bench.api.FitSummary`)."""
+    print, ``selected_on`` the typed split that decides compliance (see :class:`rsitr_bench.api.FitSummary`).
+    ``profile`` has each epoch's seconds per stage (rsitr_bench/training/profile.py), beside ``history``
+    rather than in it: a resumed run reproduces the history exactly, never the timings. ``acceleration``
+    says what the GPU fast path applied (:class:`rsitr_bench.training.accelerate.Acceleration`)."""
 
     best_epoch: int | None
     best_score: float | None
@@ -193,6 +225,8 @@ class TrainSummary:
     resumed_from_step: int | None = None
     checkpoint_dir: str | None = None
     wall_s: float = 0.0
+    profile: list[dict[str, Any]] = field(default_factory=list)
+    acceleration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -387,7 +421,7 @@ class _Run:
     """The objects of one ``fit`` call."""
 
     model: nn.Module
-    net: nn.Module  # the model, or its DDP wrapper
+    net: nn.Module  # what a training step calls: the model, or its compiled forward, or their DDP wrapper
     loss_fn: Callable
     loss_module: nn.Module | None
     named: list[tuple[str, nn.Parameter]]
@@ -395,6 +429,7 @@ class _Run:
     scaler: torch.amp.GradScaler | None
     digest: str
     state: dict[str, Any]
+    acceleration: accelerate.Acceleration
 
     @property
     def params(self) -> list[nn.Parameter]:
@@ -451,7 +486,17 @@ class Engine:
         loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor | Mapping[str, torch.Tensor]],
         evaluate_fn: Callable[[nn.Module, str], Mapping[str, float]] | None = None,
     ) -> TrainSummary:
-        """Train ``config.epochs`` epochs, evaluate after each, keep the best; return the summary."""
+        """Train ``config.epochs`` epochs, evaluate after each, keep the best; return the summary.
+
+        TF32 matmuls (CUDA only) hold while training and are switched back on return, so the test split
+        is scored in full float32 (:mod:`rsitr_bench.training.accelerate`).
+        """
+        with accelerate.float32_matmul(accelerate.use_tf32(self.device)):
+            return self._fit(model, train_loader_factory, loss_fn, evaluate_fn)
+
+    def _fit(self, model: nn.Module, train_loader_factory: Callable[[LoaderPlan], Iterable[Any]],
+             loss_fn: Callable, evaluate_fn: Callable[[nn.Module, str], Mapping[str, float]] | None
+             ) -> TrainSummary:
         cfg, started = self.config, time.perf_counter()
         run = self._prepare(model, loss_fn)
         steps_per_epoch = self._steps_per_epoch(train_loader_factory)
@@ -475,21 +520,28 @@ class Engine:
                                  "scores are not an unbiased estimate (legacy reproduction only)")
 
         state = run.state
+        self._clock = StageClock(self.device)
         model.train()  # and back to train mode after every evaluation (docs/mps-clip.md §9 item 18)
         board = Path(self.ctx.run_dir) / TENSORBOARD_DIR if cfg.tensorboard and self.rank == 0 else None
         with EpochScalars(board) as scalars:
             for epoch in range(state["epochs_done"], cfg.epochs):
                 start = state["global_step"] - epoch * steps_per_epoch
                 seed_everything(derive_seed(self.seed, epoch, self.rank))
-                micro_batches = iter(train_loader_factory(self._plan(epoch)))
-                for _ in range(start * self.accumulation):  # the first run's batches and worker seeds
-                    next(micro_batches)
+                loader = train_loader_factory(self._plan(epoch))
+                if hasattr(loader, "iter_from"):
+                    micro_batches = loader.iter_from(start * self.accumulation)
+                else:
+                    micro_batches = iter(loader)
+                    for _ in range(start * self.accumulation):  # the first run's batches and worker seeds
+                        next(micro_batches)
                 if resumed_rng is not None and start > 0:
                     _restore_rng(*resumed_rng)
                 resumed_rng = None
                 if start == 0:
                     state["epoch_losses"] = []  # checkpointed: a resumed epoch reports the same mean
                 epoch_loss = self._train_epoch(run, micro_batches, epoch, steps_per_epoch, total, warmup_steps)
+                state["profile"].append(self._clock.record(epoch + 1))
+                self.ctx.log.info("epoch %d/%d profile: %s", epoch + 1, cfg.epochs, self._clock.summary())
                 record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"], "loss": epoch_loss}
                 message = f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f}"
                 if evaluate_fn is not None:
@@ -519,11 +571,12 @@ class Engine:
             best_val=dict(state["best_metrics"]), selection=selection, selected_on=selected_on,
             steps=state["global_step"],
             epochs=cfg.epochs, select_metric=cfg.select_metric, trainable_params=sum(p.numel() for p in run.params),
-            history=state["history"],
+            history=state["history"], profile=state["profile"],
             device=str(self.device), amp=amp,
             world_size=self.world_size, batch_size=cfg.batch_size, micro_batch_size=self.micro_batch_size,
             accumulation=self.accumulation, resumed_from_step=resumed_from,
-            checkpoint_dir=str(self.checkpoint_dir), wall_s=time.perf_counter() - started)
+            checkpoint_dir=str(self.checkpoint_dir), wall_s=time.perf_counter() - started,
+            acceleration=run.acceleration.record())
 
     def _prepare(self, model: nn.Module, loss_fn: Callable) -> _Run:
         cfg = self.config
@@ -536,22 +589,26 @@ class Engine:
             named += [(f"loss.{n}", p) for n, p in trainable_named_parameters(loss_module)]
         if not named:
             raise ConfigError("the model has no trainable parameters (call mark_trainable first?)")
+        fast = accelerate.decide(model, self.device, self.amp_dtype, cfg.compile_backend if cfg.compile else None,
+                                 [p for _, p in named])
+        accelerate.prepare_model(model, fast)
         optimizer = torch.optim.AdamW(parameter_groups(named, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-                                      eps=cfg.eps)
+                                      eps=cfg.eps, **accelerate.adamw_options(fast.optimizer))
         scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-        net: nn.Module = model
+        net = accelerate.training_forward(model, fast)  # compiled inside DDP, so _step still sees DDP
         if self.world_size > 1:
             net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
         state = {"global_step": 0, "epochs_done": 0, "best_score": None, "best_epoch": None,
-                 "best_metrics": {}, "history": [], "epoch_losses": []}
+                 "best_metrics": {}, "history": [], "epoch_losses": [], "profile": []}
         return _Run(model=model, net=net, loss_fn=loss_fn, loss_module=loss_module, named=named,
-                    optimizer=optimizer, scaler=scaler, digest=frozen_digest(model), state=state)
+                    optimizer=optimizer, scaler=scaler, digest=frozen_digest(model), state=state,
+                    acceleration=fast)
 
     def _plan(self, epoch: int) -> LoaderPlan:
         return LoaderPlan(epoch=epoch, micro_batch_size=self.micro_batch_size, rank=self.rank,
-                          world_size=self.world_size, seed=self.seed)
+                          world_size=self.world_size, seed=self.seed, epochs=self.config.epochs)
 
     def _steps_per_epoch(self, factory: Callable[[LoaderPlan], Iterable[Any]]) -> int:
         loader = factory(self._plan(0))
@@ -573,10 +630,13 @@ class Engine:
         start = state["global_step"] - epoch * steps_per_epoch
         bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (self.ctx.progress and self.rank == 0), leave=False, dynamic_ncols=True)
+        clock = self._clock
+        clock.reset()
         try:
             for in_epoch in range(start, steps_per_epoch):
                 step = state["global_step"]
                 chunk = [move_to(next(micro_batches), self.device) for _ in range(self.accumulation)]
+                clock.lap("data_wait")
                 lr = cfg.lr * lr_factor(step, total, warmup_steps)
                 for group in run.optimizer.param_groups:
                     group["lr"] = lr
@@ -592,12 +652,15 @@ class Engine:
                     ) from exc
                 state["global_step"] = step + 1
                 state["epoch_losses"].append(terms["loss"])
+                clock.steps += 1
                 bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}",
-                                samples_s=f"{cfg.batch_size / (time.perf_counter() - tic):.1f}")
+                                samples_s=f"{cfg.batch_size / (time.perf_counter() - tic):.1f}",
+                                data=f"{clock.data_wait_fraction():.0%}")
                 bar.update(1)
                 if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                         and in_epoch + 1 < steps_per_epoch:  # the epoch end saves after evaluating
                     self._save_last(run)
+                clock.lap("other")
         finally:
             bar.close()
         return float(np.mean(state["epoch_losses"])) if state["epoch_losses"] else float("nan")
@@ -614,6 +677,7 @@ class Engine:
         net, optimizer, scaler = run.net, run.optimizer, run.scaler
         optimizer.zero_grad(set_to_none=True)
         single = len(chunk) == 1
+        clock = self._clock
         if single:
             with self._autocast():
                 outputs = [net(chunk[0])]
@@ -630,6 +694,7 @@ class Engine:
                   for k, v in local.items()}
         result = run.loss_fn({k: self._gather(v) for k, v in leaves.items()})
         terms = {"loss": result} if isinstance(result, torch.Tensor) else dict(result)
+        clock.lap("forward")
         (scaler.scale(terms["loss"]) if scaler else terms["loss"]).backward()
         # DDP averages gradients over ranks; each rank holds only its slice of the full-batch gradient.
         grads = {k: v.grad * self.world_size for k, v in leaves.items() if v.grad is not None}
@@ -641,10 +706,13 @@ class Engine:
                 quiet = isinstance(net, nn.parallel.DistributedDataParallel) and i < len(chunk) - 1
                 with net.no_sync() if quiet else nullcontext():
                     self._rng.restore(snapshots[i])  # the same dropout masks as the first encoding
+                    clock.lap("backward")
                     with self._autocast():
                         out = net(micro)
+                    clock.lap("forward")  # the re-encoding with gradients counts as forward time
                     offset = self._backward_features(out, grads, offset)
             self._rng.restore(after)
+        clock.lap("backward")
         if scaler:
             scaler.unscale_(optimizer)
         if self.config.grad_clip:
@@ -654,6 +722,7 @@ class Engine:
             scaler.update()
         else:
             optimizer.step()
+        clock.lap("optimizer")
         return {k: float(v.detach()) for k, v in terms.items()}
 
     @staticmethod
@@ -797,9 +866,11 @@ class Engine:
             opt_state.setdefault(int(idx), {}).update(extra)
         groups = run.optimizer.state_dict()["param_groups"]
         run.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        accelerate.match_state_layouts(run.optimizer)  # moments saved contiguous; channels-last params
         if run.scaler is not None and saved.get("scaler"):
             run.scaler.load_state_dict(saved["scaler"])
-        run.state = {k: saved[k] for k in run.state}
+        # "profile" came after the format: a checkpoint from before it resumes without earlier timings.
+        run.state = {k: saved.get(k, []) if k == "profile" else saved[k] for k in run.state}
         rng_tensors = load_file(str(files[2]), device="cpu")
         with safe_open(str(files[2]), framework="pt") as fh:
             rng_meta = fh.metadata()

@@ -23,7 +23,7 @@ uses the same soft targets as ``L_con``. ``False`` reproduces the reference exac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -130,6 +130,15 @@ class LossWeights:
     mpc: float = 0.2
     mpt: float = 0.2
 
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        negative = [f"{name}={value}" for name, value in values.items() if value < 0]
+        if negative:
+            raise ValueError(f"loss weights must be >= 0, got {', '.join(negative)}")
+        if not any(values.values()):
+            raise ValueError("every loss weight is 0, so the loss is empty and nothing would train; keep at least "
+                             "one of con, tri, mpc, mpt above 0")
+
     @classmethod
     def published(cls, name: str) -> LossWeights:
         if name == "head":
@@ -137,6 +146,14 @@ class LossWeights:
         if name == "pre_restore":
             return cls(con=0.5, tri=0.5, mpc=0.5, mpt=0.5)
         raise ValueError(f"unknown published loss combination {name!r}; choose 'head' or 'pre_restore'")
+
+    def with_overrides(self, **weights: float | None) -> LossWeights:
+        """These weights with every given, non-None term replaced: how ``lambda_*`` options override a published
+        combination, and how an ablation removes a term (weight 0: the term is not even computed)."""
+        unknown = sorted(set(weights) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"unknown loss terms {unknown}; the terms are con, tri, mpc, mpt")
+        return replace(self, **{name: float(value) for name, value in weights.items() if value is not None})
 
 
 class MPSCLIPLoss(nn.Module):

@@ -20,7 +20,6 @@ each training caption then sees its image's perspectives.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -35,11 +34,11 @@ from rsitr_bench.clip.backbones import Backbone, resolve_weights_file, weights_p
 from rsitr_bench.data.model import Split
 from rsitr_bench.errors import ConfigError
 from rsitr_bench.methods.full_ft import fit_summary
+from rsitr_bench.methods.mps_clip import inputs
 from rsitr_bench.methods.mps_clip.adapter import add_g2a_adapters, mark_trainable
 from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
-from rsitr_bench.methods.mps_clip.mpr import MPR
+from rsitr_bench.methods.mps_clip.mpr import MPR, NoMPR
 from rsitr_bench.methods.mps_clip.packing import (
-    PackedPerspectives,
     encode_packed,
     fuse_for_scoring,
     regions_or_global,
@@ -51,14 +50,10 @@ from rsitr_bench.methods.mps_clip.reference_checkpoint import (
     read_reference_checkpoint,
     reference_backbone,
 )
-from rsitr_bench.training.clip_training import (
-    CaptionBatches,
-    ClipTrainingOptions,
-    ImageBank,
-    encode_texts_with,
-    train_transform,
-)
+from rsitr_bench.training.clip_training import ClipTrainingOptions, ImageViews, encode_texts_with
 from rsitr_bench.training.engine import BatchSize, Engine, Epochs, LearningRate, TrainConfig
+from rsitr_bench.training.image_cache import ImageBank, ImageCache
+from rsitr_bench.training.loader import TrainLoader, indexed_batches, loader_settings
 
 #: Sub-images one optimiser step may push through the encoder; beyond it a step cannot fit in memory.
 MAX_SUBIMAGES_PER_STEP = 8192
@@ -80,11 +75,17 @@ class MpsClipOptions(ClipTrainingOptions):
         mpr_without_regions: the MPR input of an image without sub-images: ``global`` (g, as HEAD) or
             ``zero`` (r = 0, as pre-restore; set only to reproduce its checkpoints).
         train_mpr: HEAD trains the MPR; the pre-restore recipe leaves it frozen.
-        loss: published loss combination, ``head`` or ``pre_restore``; lambda_mpc / lambda_mpt override
-            the multi-perspective weights.
+        loss: published loss combination, ``head`` or ``pre_restore``; lambda_con, lambda_tri, lambda_mpc and
+            lambda_mpt override the weight of one term each (0 removes the term; not all four may be 0).
+        adapters, mpr, test_fusion: ablation switches (``rsitr-bench ablate``). ``adapters: false`` leaves the
+            backbone frozen and unadapted; since the MPR never scores (docs/mps-clip.md §6.2), nothing the
+            scores use would train, so ``fit`` refuses it: score it with ``rsitr-bench eval``. ``mpr: false``
+            removes the MPR: the one perspective vector is r itself. ``test_fusion``: the gallery embedding
+            is ``fused`` (normalize(0.5·(g + r)), docs/mps-clip.md §6.2) or ``global`` (g alone).
         same_image_positives: treat other captions of the same image as positives in every term (a fix of
             the reference's inconsistent triplet negatives); False reproduces the reference.
-        train_keywords, gallery_keywords, perspectives: keyword providers and perspective generator.
+        train_keywords, gallery_keywords, perspectives: keyword providers and perspective generator
+            (``dense-clip``: the deployable generator that localises best, docs/guidance.md).
         max_perspectives: sub-images per image (keywords kept per image); ``None`` keeps all, as the
             reference does. Uncapped, the sub-images of one step are checked against
             ``MAX_SUBIMAGES_PER_STEP`` once the training perspectives are known.
@@ -106,14 +107,19 @@ class MpsClipOptions(ClipTrainingOptions):
     mpr_without_regions: Literal["global", "zero"] = "global"
     train_mpr: bool = True
     loss: Literal["head", "pre_restore"] = "head"
+    lambda_con: Annotated[float, Field(ge=0)] | None = None
+    lambda_tri: Annotated[float, Field(ge=0)] | None = None
     lambda_mpc: Annotated[float, Field(ge=0)] | None = None
     lambda_mpt: Annotated[float, Field(ge=0)] | None = None
+    adapters: bool = True
+    mpr: bool = True
+    test_fusion: Literal["fused", "global"] = "fused"
     temperature: Annotated[float, Field(gt=0)] = 0.07
     learn_temperature: bool = False
     same_image_positives: bool = True
     train_keywords: str = "rules"
     gallery_keywords: str = "vocabulary"
-    perspectives: str = "clip-saliency"
+    perspectives: str = "dense-clip"
     keyword_options: dict | None = None
     perspective_options: dict | None = None
     max_perspectives: Positive | None = 3
@@ -125,6 +131,12 @@ class MpsClipOptions(ClipTrainingOptions):
         if self.adapter_heads > 0 and self.bottleneck % self.adapter_heads:
             raise ValueError(f"bottleneck {self.bottleneck} must be a positive multiple of adapter_heads "
                              f"{self.adapter_heads}")
+        self.loss_weights()  # all four lambdas at 0 leave no loss: refused here, before a run is recorded
+
+    def loss_weights(self) -> LossWeights:
+        """The published combination ``loss`` with the ``lambda_*`` overrides applied."""
+        return LossWeights.published(self.loss).with_overrides(
+            con=self.lambda_con, tri=self.lambda_tri, mpc=self.lambda_mpc, mpt=self.lambda_mpt)
 
 
 @dataclass
@@ -140,12 +152,22 @@ class MpsClipTrain(TrainConfig):
 
 
 class MpsClipNet(nn.Module):
-    """CLIP with adapters plus the MPR: one forward pass gives every feature the loss needs."""
+    """CLIP with adapters plus the MPR: one forward pass gives every feature the loss needs.
 
-    def __init__(self, clip: nn.Module, mpr: MPR, without_regions: str = "global"):
+    ``mpr`` is an :class:`MPR` or, in the ablation without it, :class:`NoMPR`; ``test_fusion`` is how
+    :meth:`fuse` builds the gallery embedding when scoring.
+    """
+
+    def __init__(self, clip: nn.Module, mpr: MPR | NoMPR, without_regions: str = "global",
+                 test_fusion: str = "fused"):
         super().__init__()
         self.clip, self.mpr = clip, mpr
         self.without_regions = without_regions
+        self.test_fusion = test_fusion
+
+    def fuse(self, g: torch.Tensor, r: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+        """The gallery embedding: ``normalize(0.5·(g + r))`` (g without sub-images), or g alone (``global``)."""
+        return g if self.test_fusion == "global" else fuse_for_scoring(g, r, has)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         g, r, has = encode_packed(self.clip.encode_image, batch["pixels"], batch["packed"])
@@ -188,9 +210,11 @@ class MpsClip:
             self._backbone = o.build_backbone("cpu") if self.reference is None else \
                 reference_backbone(o.model, self.reference)
             clip = self._backbone.model
-            add_g2a_adapters(clip, o.variant, bottleneck=o.bottleneck, heads=o.adapter_heads,
-                             ga_double_residual=o.ga_double_residual)
-            self._net = MpsClipNet(clip, MPR(clip.visual.output_dim, o.mpr_heads, o.mpr_mlp), o.mpr_without_regions)
+            if o.adapters:
+                add_g2a_adapters(clip, o.variant, bottleneck=o.bottleneck, heads=o.adapter_heads,
+                                 ga_double_residual=o.ga_double_residual)
+            mpr = MPR(clip.visual.output_dim, o.mpr_heads, o.mpr_mlp) if o.mpr else NoMPR()
+            self._net = MpsClipNet(clip, mpr, o.mpr_without_regions, o.test_fusion)
             if self.reference is not None:
                 load_reference_weights(self._net, self.reference)
             mark_trainable(self._net, train_mpr=o.train_mpr)
@@ -211,10 +235,9 @@ class MpsClip:
 
     # -------------------------------------------------------------------------------- perspectives
 
-    def _subimages(self, split: Split, ctx: RunContext, bank: ImageBank) -> tuple[list[list[Any]], dict]:
-        """PIL sub-images per image of ``split``, from the run's guidance service."""
-        from rsitr_bench.guidance.crops import crop_perspectives
-
+    def _subimages(self, split: Split, ctx: RunContext) -> tuple[list[list[Any]], dict]:
+        """The perspectives of every image of ``split``, from the run's guidance service (their sub-images
+        are cut from the full-resolution image when a sample is built: methods/mps_clip/inputs.py)."""
         o = self.options
         if ctx.guidance is None:
             raise ConfigError("mps-clip needs the harness's guidance service (run it through rsitr-bench run)")
@@ -225,9 +248,8 @@ class MpsClip:
             split, keywords=keywords, generator=o.perspectives, backbone=self._guidance_backbone,
             keyword_options=o.keyword_options, generator_options=o.perspective_options,
             max_per_image=o.max_perspectives, with_masks=o.crop_mode == "masked")
-        crops = [crop_perspectives(bank[i], found, o.crop_mode) if found else []
-                 for i, found in zip(result.indices, result.perspectives)]
-        return crops, {"keywords": keywords, "stats": result.stats, "config": result.config}
+        found = [list(p) if p else [] for p in result.perspectives]
+        return found, {"keywords": keywords, "stats": result.stats, "config": result.config}
 
     # ------------------------------------------------------------------------------------- training
 
@@ -235,36 +257,29 @@ class MpsClip:
         if train is None:
             raise ValueError("mps-clip needs a training split")
         o = self.options
+        if not o.adapters:
+            raise ConfigError(
+                "mps-clip with method.adapters=false has nothing to train that its scores use: the backbone is "
+                "frozen and the MPR is used in training only (docs/mps-clip.md §6.2). Score it without training: "
+                "`rsitr-bench eval --method mps-clip --set method.adapters=false`.")
         net = self._build(ctx.device)
         backbone = self._backbone
-        bank = ImageBank(train)
-        crops, guidance = self._subimages(train, ctx, bank)
+        found, guidance = self._subimages(train, ctx)
         if o.max_perspectives is None:
-            self._check_step(max(map(len, crops), default=0), "uncapped max_perspectives: up to")
-        transform = train_transform(backbone.preprocess, o.augment)
-        tokens = backbone.tokenizer(ctx.texts(train))
-        owners = torch.from_numpy(train.caption_image)
+            self._check_step(max(map(len, found), default=0), "uncapped max_perspectives: up to")
+        views = ImageViews(backbone.preprocess, o.augment, o.augment_on)
+        images = inputs.ImageSamples(ImageBank(train, ImageCache(ctx.cache_dir)), found, o.crop_mode, views)
+        build = inputs.CaptionSamples(images, backbone.tokenizer(ctx.texts(train)))
 
-        def build(idx: np.ndarray) -> dict[str, Any]:
-            images = [int(train.caption_image[i]) for i in idx]
-            pixels = torch.stack([transform(bank[i]) for i in images])
-            subs = [torch.stack([transform(c) for c in crops[i]]) if crops[i]
-                    else pixels.new_zeros(0, *pixels.shape[1:]) for i in images]
-            index = torch.from_numpy(idx)
-            return {"pixels": pixels, "packed": PackedPerspectives.from_list(subs, pixels.shape[1:]),
-                    "tokens": tokens[index], "ids": owners[index]}
-
-        weights = LossWeights.published(o.loss)
-        if o.lambda_mpc is not None or o.lambda_mpt is not None:
-            weights = LossWeights(con=weights.con, tri=weights.tri,
-                                  mpc=weights.mpc if o.lambda_mpc is None else o.lambda_mpc,
-                                  mpt=weights.mpt if o.lambda_mpt is None else o.lambda_mpt)
-        loss = MPSCLIPLoss(weights, temperature=o.temperature, learn_temperature=o.learn_temperature,
+        loss = MPSCLIPLoss(o.loss_weights(), temperature=o.temperature, learn_temperature=o.learn_temperature,
                            mpc_scale=float(net.clip.logit_scale.exp()),
                            same_image_positives=o.same_image_positives)
         evaluate = (lambda model, which: ctx.evaluate(val)) if val is not None else None
-        summary = Engine(self.train_config, ctx).fit(
-            net, lambda plan: CaptionBatches(train.caption_image, plan, build, o.epoch_samples), loss, evaluate)
+        engine = Engine(self.train_config, ctx)
+        with TrainLoader(train.caption_image, build, per_epoch=o.epoch_samples, collate=inputs.collate,
+                         prepare=inputs.OnDevice(views, engine.device),
+                         **loader_settings(self.train_config, engine.device)) as batches:
+            summary = engine.fit(net, batches, loss, evaluate)
         reference = {"reference_checkpoint": self.reference.info.to_dict()} if self.reference is not None else {}
         return fit_summary(summary, guidance_train=guidance, **reference)
 
@@ -273,32 +288,34 @@ class MpsClip:
     def score(self, split: Split, ctx: RunContext) -> np.ndarray:
         net = self._build(ctx.device)
         backbone = self._backbone
-        bank = ImageBank(split)
-        crops, _ = self._subimages(split, ctx, bank)
+        # g alone (test_fusion: global) needs no gallery perspectives: none is generated, none is recorded.
+        found = self._subimages(split, ctx)[0] if self.options.test_fusion == "fused" else \
+            [[] for _ in range(split.n_images)]
+        images = inputs.ImageSamples(ImageBank(split, ImageCache(ctx.cache_dir)), found, self.options.crop_mode,
+                                     ImageViews(backbone.preprocess))
         was_training = net.training
         net.eval()
         device = next(net.parameters()).device
         bs = self.options.encode_batch_size
         try:
-            gallery = self._encode_gallery(net, bank, crops, backbone.preprocess, device, bs)
+            gallery = self._encode_gallery(net, images, device, bs, self.train_config.num_workers)
             texts = encode_texts_with(net.clip.encode_text, backbone.tokenizer(ctx.texts(split)), device, bs)
         finally:
             net.train(was_training)
         return (gallery @ texts.T).numpy()
 
     @staticmethod
-    def _encode_gallery(net: MpsClipNet, bank: ImageBank, crops: list[list[Any]], preprocess: Callable,
-                        device: torch.device, batch_size: int) -> torch.Tensor:
+    def _encode_gallery(net: MpsClipNet, images: inputs.ImageSamples, device: torch.device, batch_size: int,
+                        num_workers: int) -> torch.Tensor:
         out = []
+        on_device = inputs.OnDevice(images.views, device)
+        batches = indexed_batches(len(images.bank), images, batch_size, collate=inputs.collate,
+                                  num_workers=num_workers, pin_memory=device.type == "cuda")
         with torch.no_grad():
-            for start in range(0, bank.split.n_images, batch_size):
-                idx = range(start, min(start + batch_size, bank.split.n_images))
-                pixels = torch.stack([preprocess(bank[i]) for i in idx])
-                subs = [torch.stack([preprocess(c) for c in crops[i]]) if crops[i]
-                        else pixels.new_zeros(0, *pixels.shape[1:]) for i in idx]
-                packed = PackedPerspectives.from_list(subs, pixels.shape[1:]).to(device)
-                g, r, has = encode_packed(net.clip.encode_image, pixels.to(device), packed)
-                out.append(fuse_for_scoring(g, r, has).float().cpu())
+            for batch in map(on_device, batches):
+                pixels, packed = batch["pixels"], batch["packed"]
+                g, r, has = encode_packed(net.clip.encode_image, pixels, packed)
+                out.append(net.fuse(g, r, has).float().cpu())
         return torch.cat(out)
 
     def weights_provenance(self) -> dict[str, Any]:

@@ -4,6 +4,9 @@ K independent projection heads map the fused perspective embedding ``r`` (the no
 sub-image embeddings, or ``g`` when an image has none) to K unit vectors ``v_1..v_K``. The losses take a
 maximum over the heads (docs/mps-clip.md §4, MPC and MPT); the MPR is used in training only, never when
 scoring (docs/mps-clip.md §6.2).
+
+:class:`NoMPR` is the ablation without the MPR (``method.mpr: false``): the single perspective vector is ``r``
+itself, so the multi-perspective losses compare the sub-image mean directly with the caption.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class MPR(nn.Module):
         super().__init__()
         if heads < 1:
             raise ValueError(f"MPR needs at least one projection head (K >= 1), got K={heads}; "
-                             f"to train without MPR, set the multi-perspective loss weights to 0 instead")
+                             f"to train without the MPR, set method.mpr=false (NoMPR) instead")
         self.eps = eps
         self.heads = nn.ModuleList(self._head(dim, mlp) for _ in range(heads))
         for module in self.modules():
@@ -41,3 +44,11 @@ class MPR(nn.Module):
         """``[B, dim]`` → ``[B, K, dim]``, each ``v_k = h_k(r) / (‖h_k(r)‖₂ + eps)``."""
         v = torch.stack([head(r) for head in self.heads], dim=1)
         return v / (v.norm(dim=-1, keepdim=True) + self.eps)
+
+
+class NoMPR(nn.Module):
+    """The MPR removed: ``[B, dim]`` → ``[B, 1, dim]``, the one perspective being ``r`` as given (already unit
+    length, or 0 for an image without sub-images under ``mpr_without_regions: zero``). No parameters."""
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return r[:, None, :]

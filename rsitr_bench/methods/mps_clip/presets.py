@@ -74,7 +74,7 @@ _CAP = Deviation("max_perspectives 3", "every noun with a sub-image (uncapped)",
 _AUGMENT = Deviation("augment crop-flip", "RandomResizedCrop(0.5–1) + flip + RandAugment(2, 7)",
                      "method.augment=randaugment")
 _NO_AUGMENT = Deviation("augment none", _AUGMENT.reference, _AUGMENT.match_with)
-_CROPS = Deviation("clip-saliency box crops", "LangSAM masks on the full image, black background",
+_CROPS = Deviation("dense-clip box crops", "LangSAM masks on the full image, black background",
                    "method.perspectives=samgeo method.crop_mode=masked")
 _PROTOCOL = Deviation("compliant gallery protocol", "gallery keywords from the test captions (leaky)",
                       "method.gallery_protocol=as-published")
