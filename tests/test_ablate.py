@@ -107,6 +107,14 @@ def test_the_ladder_follows_the_default_localiser_read_from_the_method(host, tmp
     assert all(p.config.method_options.perspectives == "grid" for p in grid if p.row.group != "perspectives")
 
 
+def test_a_subset_of_rows_keeps_each_row_s_place_in_the_table(host, tmp_path):
+    registry = Registry(tmp_path / "runs")
+    every = {p.row.name: p.order for p in prepare_ablation("mps-clip", {}, host, registry).rows}
+    some = prepare_ablation("mps-clip", {}, host, registry, rows=["no-tri", "global"]).rows
+    assert [(p.row.name, p.order) for p in some] == [("global", every["global"]), ("no-tri", every["no-tri"])]
+    assert every["no-tri"] > every["full"] > every["global"]
+
+
 def test_a_study_refuses_a_row_recorded_with_another_configuration(host, tmp_path):
     registry = Registry(tmp_path / "runs")
     config = {"method": {"name": "mps-clip", "adapters": False, "mpr": False, "test_fusion": "global"},

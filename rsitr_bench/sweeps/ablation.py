@@ -90,7 +90,10 @@ def prepare_ablation(method: str, base_tree: Mapping[str, Any], host: PluginHost
         raise UserError(f"Ablation study {name!r} already holds runs of {elsewhere[0][0]} on {elsewhere[0][1]}; "
                         f"one study ablates one method on one dataset. Pass --study NAME for this one.")
     planned = []
-    for order, row in enumerate(select_rows(mps_clip_ladder(full.method_options.perspectives), rows)):
+    ladder = mps_clip_ladder(full.method_options.perspectives)
+    position = {row.name: i for i, row in enumerate(ladder)}  # table order, whichever rows this call runs
+    for row in select_rows(ladder, rows):
+        order = position[row.name]
         tree = copy.deepcopy(base)
         for key, value in row.options.items():
             apply_override(tree, ["method", key], value)
