@@ -42,6 +42,8 @@ from rsitr_bench.guidance.context import (
 )
 
 if TYPE_CHECKING:
+    import torch
+
     from rsitr_bench.clip.backbones import Backbone
 
 __all__ = [
@@ -398,8 +400,13 @@ class Method(Protocol):
         selected on anything but validation must say so there, and the run is stamped non-compliant.
         """
 
-    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
-        """Return the ``[n_images, n_captions]`` similarity matrix (higher is more similar)."""
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray | torch.Tensor:
+        """Return the ``[n_images, n_captions]`` similarity matrix (higher is more similar).
+
+        A NumPy array, or a torch tensor on the run's device: the metrics count ranks where the matrix is, so
+        a GPU method need not copy a 100,000 x 500,000 matrix to the host (``rsitr_bench.clip.features.similarity``
+        does this for cached embeddings).
+        """
 
     def parameter_counts(self) -> dict[str, int]:
         """``{"total": ..., "trainable": ...}`` for the efficiency columns of reports."""

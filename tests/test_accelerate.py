@@ -103,6 +103,10 @@ def test_scoring_similarity_on_the_cpu_is_numpy_s_product_bit_for_bit():
     images, texts = rng.standard_normal((7, 16), dtype=np.float32), rng.standard_normal((11, 16), dtype=np.float32)
     got = similarity(images, texts, "cpu")
     assert isinstance(got, np.ndarray) and np.array_equal(got, images @ texts.T)
+    # Trained methods hand over torch embeddings: the same product, as NumPy, as they returned before.
+    image_t, text_t = torch.from_numpy(images), torch.from_numpy(texts)
+    got = similarity(image_t, text_t, CPU)
+    assert isinstance(got, np.ndarray) and np.array_equal(got, (image_t @ text_t.T).numpy())
 
 
 # ------------------------------------------------------------------------------------------- engine

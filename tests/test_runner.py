@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from rsitr_bench import hookimpl
 from rsitr_bench.api import FitSummary, MethodSpec
@@ -24,6 +25,7 @@ CALLS: list[tuple[str, str]] = []
 class TrainOpts:
     epochs: int = 2
     select_on: str = "val"
+    as_tensor: bool = False  # score as a torch tensor, as a method scoring on a GPU does
 
 
 class Spy:
@@ -41,7 +43,8 @@ class Spy:
     def score(self, split, ctx):
         CALLS.append(("score", split.name))
         rng = np.random.default_rng(ctx.seed)
-        return rng.standard_normal((split.n_images, split.n_captions))
+        scores = rng.standard_normal((split.n_images, split.n_captions))
+        return torch.from_numpy(scores) if self.train_options.as_tensor else scores
 
     def parameter_counts(self):
         return {"total": 1, "trainable": 1}
@@ -70,6 +73,21 @@ def test_test_split_is_scored_once_per_seed_and_never_fitted_on(host):
     result = outcome.metrics
     assert result["split"] == "test" and result["selection"] == "val" and result["compliance"]["compliant"]
     assert result["summary"]["mR"]["n"] == 2
+
+
+def test_a_score_matrix_returned_as_a_tensor_is_recorded_as_its_numpy_twin(host):
+    """Methods on a GPU return the matrix where it was computed; the record must not depend on that."""
+    recorded = {}
+    for as_tensor in (False, True):
+        config = resolve_config({"method": "spy", "dataset": SMALL, "train": {"as_tensor": as_tensor},
+                                 "run": {"progress": False, "log_samples": True}}, host)
+        outcome = execute(config, host, Registry(registry_dir()))
+        samples = (outcome.run_dir / "seeds" / "0" / "samples.jsonl").read_text()
+        ranks = dict(np.load(outcome.run_dir / "seeds" / "0" / "ranks.npz"))
+        recorded[as_tensor] = (outcome.metrics["summary"], samples, ranks)
+    (summary, samples, ranks), (t_summary, t_samples, t_ranks) = recorded[False], recorded[True]
+    assert t_summary == summary and t_samples == samples
+    assert ranks.keys() == t_ranks.keys() and all(np.array_equal(ranks[k], t_ranks[k]) for k in ranks)
 
 
 def test_evaluate_refuses_the_test_split(monkeypatch):

@@ -121,16 +121,19 @@ def encode_texts(backbone: Backbone, texts: Sequence[str], cache: FeatureCache, 
     return feats
 
 
-def similarity(images: np.ndarray, texts: np.ndarray, device: torch.device | str) -> np.ndarray | torch.Tensor:
-    """The similarity matrix ``images @ texts.T`` of cached (L2-normalised) features, computed where it is scored.
+def similarity(images: np.ndarray | torch.Tensor, texts: np.ndarray | torch.Tensor,
+               device: torch.device | str) -> np.ndarray | torch.Tensor:
+    """The similarity matrix ``images @ texts.T`` of L2-normalised embeddings, computed where it is scored.
 
-    On a GPU the features go to the device (they are small: 100,000 x 512 float32 is 200 MB), the product runs
+    On a GPU the embeddings go to the device (they are small: 100,000 x 512 float32 is 200 MB), the product runs
     there in full float32 (never TF32, which would round scores to 10 bits and manufacture ties) and the matrix
     stays there: ``retrieval_metrics`` counts ranks on the device and only the counters come back
-    (rsitr_bench/metrics/device.py). Elsewhere it is NumPy's product, bit for bit what runs recorded so far.
+    (rsitr_bench/metrics/device.py). Elsewhere it is the product on the CPU, returned as NumPy: bit for bit the
+    scores that runs recorded before the device path existed.
     """
     device = torch.device(device)
     if device.type != "cuda":
-        return images @ texts.T
+        product = images @ texts.T
+        return product.numpy() if isinstance(product, torch.Tensor) else product
     with full_float32():
-        return torch.from_numpy(images).to(device) @ torch.from_numpy(texts).to(device).T
+        return torch.as_tensor(images, device=device) @ torch.as_tensor(texts, device=device).T

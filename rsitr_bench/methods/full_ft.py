@@ -17,6 +17,7 @@ from torch import nn
 
 from rsitr_bench.api import FitSummary, MethodSpec, RunContext
 from rsitr_bench.clip.backbones import Backbone, weights_provenance
+from rsitr_bench.clip.features import similarity
 from rsitr_bench.data.model import Split
 from rsitr_bench.methods.mps_clip.losses import LossWeights, MPSCLIPLoss
 from rsitr_bench.training.clip_training import (
@@ -97,7 +98,7 @@ class FullFineTune:
             summary = engine.fit(ClipPairs(backbone.model), batches, loss, evaluate)
         return fit_summary(summary)
 
-    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray | torch.Tensor:
         backbone = self.backbone(ctx.device)
         model = backbone.model
         was_training = model.training
@@ -110,7 +111,7 @@ class FullFineTune:
             texts = encode_texts_with(model.encode_text, backbone.tokenizer(ctx.texts(split)), device, bs)
         finally:
             model.train(was_training)
-        return (images @ texts.T).numpy()
+        return similarity(images, texts, device)
 
     def parameter_counts(self) -> dict[str, int]:
         if self._backbone is None:

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from rsitr_bench.api import MethodSpec, RunContext
 from rsitr_bench.clip.backbones import Backbone, BackboneOptions, weights_provenance
-from rsitr_bench.clip.features import DEFAULT_BATCH_SIZE, FeatureCache, encode_images, encode_texts
+from rsitr_bench.clip.encode import model_device
+from rsitr_bench.clip.features import DEFAULT_BATCH_SIZE, FeatureCache, encode_images, encode_texts, similarity
 from rsitr_bench.data.model import Split
 
 
@@ -41,14 +43,14 @@ class GlobalClip:
     def fit(self, train: Split | None, val: Split | None, ctx: RunContext) -> None:
         ctx.log.info("global-clip is zero-shot: nothing to fit")
 
-    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray | torch.Tensor:
         backbone = self.backbone(ctx.device)
         cache = FeatureCache(ctx.cache_dir)
         bs = self.options.batch_size
         images = encode_images(backbone, split, cache, ctx.log, bs, ctx.progress)
         texts = encode_texts(backbone, ctx.texts(split), cache, ctx.log, bs, ctx.progress,
                              label=f"captions of {split.dataset}/{split.name}")
-        return images @ texts.T
+        return similarity(images, texts, model_device(backbone))
 
     def parameter_counts(self) -> dict[str, int]:
         if self._backbone is None:

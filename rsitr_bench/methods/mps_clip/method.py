@@ -31,6 +31,7 @@ from torch import nn
 
 from rsitr_bench.api import FitSummary, RunContext
 from rsitr_bench.clip.backbones import Backbone, resolve_weights_file, weights_provenance
+from rsitr_bench.clip.features import similarity
 from rsitr_bench.data.model import Split
 from rsitr_bench.errors import ConfigError
 from rsitr_bench.methods.full_ft import fit_summary
@@ -285,7 +286,7 @@ class MpsClip:
 
     # -------------------------------------------------------------------------------------- scoring
 
-    def score(self, split: Split, ctx: RunContext) -> np.ndarray:
+    def score(self, split: Split, ctx: RunContext) -> np.ndarray | torch.Tensor:
         net = self._build(ctx.device)
         backbone = self._backbone
         # g alone (test_fusion: global) needs no gallery perspectives: none is generated, none is recorded.
@@ -302,7 +303,7 @@ class MpsClip:
             texts = encode_texts_with(net.clip.encode_text, backbone.tokenizer(ctx.texts(split)), device, bs)
         finally:
             net.train(was_training)
-        return (gallery @ texts.T).numpy()
+        return similarity(gallery, texts, device)
 
     @staticmethod
     def _encode_gallery(net: MpsClipNet, images: inputs.ImageSamples, device: torch.device, batch_size: int,
