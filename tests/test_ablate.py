@@ -31,7 +31,7 @@ TINY = ["--no-progress", "--set", "dataset.n_train=8", "--set", "dataset.n_val=8
         "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "eval.bootstrap=0",
         "--set", "method.max_perspectives=2"]
 ROWS = ["global", "test-subimages", "g2a", "full", "no-con", "no-tri", "no-mpc", "no-mpt", "perspectives-grid",
-        "perspectives-oracle-boxes"]
+        "perspectives-clip-saliency", "perspectives-oracle-boxes"]
 STUDY = "mps-clip-synthetic-rs"
 
 
@@ -99,7 +99,8 @@ def test_the_ladder_follows_the_default_localiser_read_from_the_method(host, tmp
     default = resolve_config({"method": {"name": "mps-clip"}}, host).method_options.perspectives
     rows = {p.row.name: p for p in prepare_ablation("mps-clip", {}, host, registry).rows}
     assert f"(perspectives: {default})" in rows["full"].row.label
-    assert {"perspectives-grid", "perspectives-oracle-boxes"} - {f"perspectives-{default}"} <= set(rows)
+    assert {"perspectives-grid", "perspectives-clip-saliency", "perspectives-oracle-boxes"} \
+        - {f"perspectives-{default}"} <= set(rows)
     assert rows["global"].config.method_options.test_fusion == "global" and not rows["global"].row.fit
     assert rows["no-tri"].config.method_options.loss_weights().tri == 0
     grid = prepare_ablation("mps-clip", {"method": {"perspectives": "grid"}}, host, registry).rows
