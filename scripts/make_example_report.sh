@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate the committed example report in reports/: the leaderboard of the embedded default (synthetic-rs)
-# and the MPS-CLIP ablation tables of synthetic-rs and synthetic-rs-fine (scripts/make_ablation_report.sh).
+# and the MPS-CLIP ablation tables of synthetic-rs and synthetic-rs-fine (scripts/make_ablation_report.sh),
+# in reports/out (everything) and reports/ablation/<dataset> (each ablation table alone).
 #
 #   bash scripts/make_example_report.sh            # SEEDS=0,1,2 by default
 #
 # Every run goes into a fresh, temporary registry, so the report shows exactly these runs. If the ablations are
-# interrupted, `RSITR_BENCH_HOME=<the printed registry's parent> bash scripts/make_ablation_report.sh` continues
-# them (finished rows are skipped); then run the last two commands below.
+# interrupted, `RSITR_BENCH_HOME=<the printed registry's parent> bash scripts/make_example_report.sh` continues
+# them (finished rows are skipped; the leaderboard methods run again, and the report shows the newest run of each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -19,4 +20,8 @@ done
 SEEDS=$SEEDS bash scripts/make_ablation_report.sh
 rm -rf reports/out
 rsitr-bench report --format all --out reports/out
+for dataset in synthetic-rs synthetic-rs-fine; do
+    rm -rf "reports/ablation/$dataset"
+    rsitr-bench report --ablation "mps-clip-$dataset" --format md,json --out "reports/ablation/$dataset"
+done
 echo "registry: $RSITR_BENCH_HOME/runs; report: reports/out"
