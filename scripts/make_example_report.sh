@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 SEEDS=${SEEDS:-0,1,2}
+export DATASETS=${DATASETS:-synthetic-rs synthetic-rs-fine}  # the ablation studies, run and rendered
 export RSITR_BENCH_HOME=${RSITR_BENCH_HOME:-$(mktemp -d)}
 echo "registry: $RSITR_BENCH_HOME/runs"
 for method in global-clip full-ft mps-clip mps-clip-leaky-protocol; do
@@ -20,7 +21,7 @@ done
 SEEDS=$SEEDS bash scripts/make_ablation_report.sh
 rm -rf reports/out
 rsitr-bench report --format all --out reports/out
-for dataset in synthetic-rs synthetic-rs-fine; do
+for dataset in $DATASETS; do
     rm -rf "reports/ablation/$dataset"
     rsitr-bench report --ablation "mps-clip-$dataset" --format md,json --out "reports/ablation/$dataset"
 done
